@@ -1,0 +1,25 @@
+"""The application factory: the only place an app is built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Flask
+
+from . import api, cli, datastores, errors, health, logs, middleware, sentry
+from .config import load_config
+
+
+def create_app(environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from `environ` (default: the process environment)."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_mapping(load_config(environ, instance_path=app.instance_path))
+    logs.init_app(app)
+    sentry.init_app(app)
+    datastores.init_app(app)
+    middleware.init_app(app)
+    health.init_app(app)
+    api.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,30 @@
+"""The JSON API: accounts, notes, and the OpenAPI document generated from their schemas."""
+
+from flask import Flask
+from flask_smorest import Api
+
+from .auth import blp as auth_blp
+from .notes import blp as notes_blp
+from .schemas import ErrorResponseSchema
+
+BLUEPRINTS = (auth_blp, notes_blp)
+
+
+class JsonApi(Api):
+    # documents our error shape ({"error": {...}}) in the OpenAPI responses
+    ERROR_SCHEMA = ErrorResponseSchema
+
+
+def init_app(app: Flask) -> None:
+    app.config.update(
+        API_TITLE="Flask deployment kit sample API",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.0.3",
+        # served at /api/openapi.json; no Swagger UI, since it would pull scripts from a CDN
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    # one Api per app: flask-smorest keeps per-app state (the spec) on the instance
+    api = JsonApi(app)
+    for blueprint in BLUEPRINTS:
+        api.register_blueprint(blueprint)

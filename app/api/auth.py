@@ -1,0 +1,77 @@
+"""Accounts: register, login, logout and `me`, with server-side sessions."""
+
+from __future__ import annotations
+
+from flask import current_app, session
+from flask_smorest import Blueprint, abort
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from ..errors import require_json_body
+from ..extensions import db
+from ..models import User
+from .schemas import CredentialsSchema, LoginSchema, UserSchema
+
+blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and sessions")
+blp.before_request(require_json_body)
+
+# Compared against when the email is unknown, so a miss costs as much time as a wrong password.
+_UNKNOWN_USER_HASH = generate_password_hash("timing-equaliser-for-unknown-users")
+
+
+def current_user() -> User:
+    user_id = session.get("user_id")
+    user = db.session.get(User, user_id) if user_id is not None else None
+    if user is None:
+        abort(401, message="Log in first.")
+    return user
+
+
+@blp.post("/register")
+@blp.arguments(CredentialsSchema)
+@blp.response(201, UserSchema)
+@blp.alt_response(409, description="Email already registered")
+def register(credentials):
+    email = credentials["email"].strip().lower()
+    if db.session.scalar(select(User.id).where(User.email == email)) is not None:
+        abort(409, message="That email is already registered.")
+    user = User(email=email, password_hash=generate_password_hash(credentials["password"]))
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # a concurrent registration won the race for the unique email
+        db.session.rollback()
+        abort(409, message="That email is already registered.")
+    return user
+
+
+@blp.post("/login")
+@blp.arguments(LoginSchema)
+@blp.response(200, UserSchema)
+@blp.alt_response(401, description="Wrong email or password")
+def login(credentials):
+    email = credentials["email"].strip().lower()
+    user = db.session.scalar(select(User).where(User.email == email))
+    password_hash = user.password_hash if user else _UNKNOWN_USER_HASH
+    if not check_password_hash(password_hash, credentials["password"]) or user is None:
+        abort(401, message="Wrong email or password.")
+    # a new session id at every login defeats session fixation
+    current_app.session_interface.regenerate(session)
+    session.clear()
+    session["user_id"] = user.id
+    return user
+
+
+@blp.post("/logout")
+@blp.response(204)
+def logout():
+    session.clear()
+
+
+@blp.get("/me")
+@blp.response(200, UserSchema)
+@blp.alt_response(401, description="Not logged in")
+def me():
+    return current_user()

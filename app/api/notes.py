@@ -1,0 +1,71 @@
+"""Notes: CRUD and a paginated list, each note visible only to its owner."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint, abort
+from sqlalchemy import func, select
+
+from ..errors import require_json_body
+from ..extensions import db
+from ..models import Note
+from .auth import current_user
+from .schemas import NotePageSchema, NoteSchema, NoteUpdateSchema, PageQuerySchema
+
+blp = Blueprint("notes", __name__, url_prefix="/api/notes", description="The current user's notes")
+blp.before_request(require_json_body)
+
+
+def owned_note(note_id: int) -> Note:
+    """Someone else's note answers exactly like a missing one: 404, so ids leak nothing."""
+    note = db.session.scalar(select(Note).where(Note.id == note_id, Note.owner_id == current_user().id))
+    if note is None:
+        abort(404, message="No such note.")
+    return note
+
+
+@blp.get("")
+@blp.arguments(PageQuerySchema, location="query")
+@blp.response(200, NotePageSchema)
+def list_notes(query):
+    owner_id = current_user().id
+    page, per_page = query["page"], query["per_page"]
+    total = db.session.scalar(select(func.count()).select_from(Note).where(Note.owner_id == owner_id))
+    items = db.session.scalars(
+        select(Note).where(Note.owner_id == owner_id).order_by(Note.id.desc())
+        .limit(per_page).offset((page - 1) * per_page)
+    ).all()
+    return {"items": items, "page": page, "per_page": per_page, "total": total}
+
+
+@blp.post("")
+@blp.arguments(NoteSchema)
+@blp.response(201, NoteSchema)
+def create_note(fields):
+    note = Note(owner_id=current_user().id, **fields)
+    db.session.add(note)
+    db.session.commit()
+    return note
+
+
+@blp.get("/<int:note_id>")
+@blp.response(200, NoteSchema)
+def get_note(note_id):
+    return owned_note(note_id)
+
+
+@blp.patch("/<int:note_id>")
+@blp.arguments(NoteUpdateSchema)
+@blp.response(200, NoteSchema)
+def update_note(fields, note_id):
+    note = owned_note(note_id)
+    for name, value in fields.items():
+        setattr(note, name, value)
+    db.session.commit()
+    return note
+
+
+@blp.delete("/<int:note_id>")
+@blp.response(204)
+def delete_note(note_id):
+    db.session.delete(owned_note(note_id))
+    db.session.commit()

@@ -1,0 +1,91 @@
+"""Every error is JSON of one shape: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, jsonify, request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, InternalServerError, UnsupportedMediaType
+
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+# Stable, machine-readable codes; clients switch on these, not on the message.
+CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+# The dependency is down or saturated: worth retrying, not worth a traceback per request.
+UNAVAILABLE = (OperationalError, PoolTimeoutError, RedisConnectionError, RedisTimeoutError)
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+
+
+def error_response(status: int, message: str, details: dict | None = None, headers=None):
+    body = {"error": {"code": CODES.get(status, "error"), "message": message, "details": details or {}}}
+    return jsonify(body), status, headers or {}
+
+
+def handle_http_exception(error: HTTPException):
+    data = getattr(error, "data", None) or {}
+    details = flatten_validation_messages(data.get("messages", {}))
+    message = data.get("message") or error.description or error.name
+    headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")}
+    return error_response(error.code or 500, message, details, headers)
+
+
+def flatten_validation_messages(messages: dict) -> dict:
+    """webargs groups field errors by location ({"json": {"email": [...]}}); clients want fields."""
+    details: dict = {}
+    for fields in messages.values():
+        if isinstance(fields, dict):
+            details.update(fields)
+    return details
+
+
+def handle_unavailable(error: Exception):
+    db.session.rollback()
+    log.warning("dependency unavailable: %s", type(error).__name__)
+    retry_after = str(current_app.config["RETRY_AFTER_SECONDS"])
+    return error_response(503, "A backing service is unavailable; retry shortly.", headers={"Retry-After": retry_after})
+
+
+def handle_unexpected(error: InternalServerError):
+    """Errors no handler claimed, including ones raised while opening the session."""
+    original = error.original_exception or error
+    if isinstance(original, UNAVAILABLE) or _is_disconnect(original):
+        return handle_unavailable(original)
+    log.error("unhandled error", exc_info=original)
+    return error_response(500, "Internal server error.")
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def require_json_body() -> None:
+    """A write with a body must declare it as JSON; anything else is a 415, not a parse guess."""
+    if request.method in WRITE_METHODS and (request.content_length or request.headers.get("Transfer-Encoding")):
+        if not request.is_json:
+            raise UnsupportedMediaType("Send the request body as application/json.")
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(InternalServerError, handle_unexpected)
+    for error_class in UNAVAILABLE:
+        app.register_error_handler(error_class, handle_unavailable)

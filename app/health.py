@@ -1,0 +1,148 @@
+"""Liveness and readiness for load balancers and orchestrators.
+
+Bodies follow the draft "Health Check Response Format for HTTP APIs"
+(draft-inadarei-api-health-check): media type application/health+json, `status` pass | warn |
+fail, and per-component `checks`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from flask import Blueprint, Flask, current_app, jsonify
+from gevent import Timeout
+from sqlalchemy import inspect, text
+
+from .datastores import MIGRATIONS_DIR
+from .extensions import db
+
+HEALTH_JSON = "application/health+json"
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def liveness():
+    """Answers for as long as the process serves requests; touches nothing else."""
+    return health_response({"status": "pass"}, 200)
+
+
+@bp.get("/health/ready")
+def readiness():
+    """Whether this instance should get traffic: database, Redis and schema are all usable."""
+    report = current_app.extensions["readiness"].report()
+    return health_response(report, 503 if report["status"] == "fail" else 200)
+
+
+def health_response(body: dict, status: int):
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = HEALTH_JSON
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class Readiness:
+    """Probes each dependency at most once per TTL per worker, however hard it is polled.
+
+    One caller probes while concurrent callers wait for its result (the lock is cooperative
+    under gevent), so a burst of polls never turns into a burst of queries.
+    """
+
+    def __init__(self, app: Flask, migration_heads: set[str], known_revisions: set[str]):
+        self.app = app
+        self.ttl = app.config["HEALTH_CACHE_TTL"]
+        self.timeout = app.config["HEALTH_CHECK_TIMEOUT"]
+        self.migration_heads = migration_heads
+        self.known_revisions = known_revisions
+        self.probe_count = 0
+        self._lock = threading.Lock()
+        self._report: dict | None = None
+        self._expires_at = 0.0
+
+    def report(self) -> dict:
+        with self._lock:
+            if self._report is None or time.monotonic() >= self._expires_at:
+                self._report = self._probe()
+                self._expires_at = time.monotonic() + self.ttl
+            return self._report
+
+    def _probe(self) -> dict:
+        self.probe_count += 1
+        database = "postgres" if db.engine.dialect.name == "postgresql" else db.engine.dialect.name
+        checks = {
+            f"{database}:responseTime": self._check(self._ping_database),
+            "migrations:head": self._check(self._check_schema_revision),
+            "redis:responseTime": self._check(self._ping_redis),
+        }
+        statuses = {entry[0]["status"] for entry in checks.values()}
+        overall = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+        report = {"status": overall, "checks": checks}
+        if self.app.config["APP_RELEASE"]:
+            report["releaseId"] = self.app.config["APP_RELEASE"]
+        return report
+
+    def _check(self, probe) -> list[dict]:
+        started = time.perf_counter()
+        status, output = "pass", None
+        try:
+            # gevent.Timeout fires at the deadline even while a query waits on the network
+            with Timeout(self.timeout, ProbeTimeout):
+                outcome = probe()
+            if outcome:
+                status, output = outcome
+        except ProbeTimeout:
+            status, output = "fail", f"timed out after {self.timeout:g} s"
+        except Exception as error:  # noqa: BLE001 - any failure means "not ready", never a 500
+            status, output = "fail", f"unavailable ({type(error).__name__})"
+        result = {
+            "componentType": "datastore",
+            "observedValue": round((time.perf_counter() - started) * 1000, 2),
+            "observedUnit": "ms",
+            "status": status,
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }
+        if output:
+            result["output"] = output
+        return [result]
+
+    def _ping_database(self):
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def _check_schema_revision(self):
+        with db.engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return "fail", "no schema: run `flask --app wsgi db upgrade`"
+            revisions = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+        if revisions == self.migration_heads:
+            return None
+        if revisions - self.known_revisions:
+            # a newer release migrated first: this code may still run against the expanded schema
+            return "warn", "database is ahead of this release's migrations"
+        return "fail", "database schema is behind: run `flask --app wsgi db upgrade`"
+
+    def _ping_redis(self):
+        client = self.app.extensions["redis"]
+        if client is None:
+            return "warn", "not configured: sessions use the local store"
+        client.ping()
+
+
+class ProbeTimeout(Exception):
+    pass
+
+
+def init_app(app: Flask) -> None:
+    try:
+        scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+        heads = set(scripts.get_heads())
+        known = {script.revision for script in scripts.walk_revisions()}
+    except CommandError as error:
+        raise RuntimeError(f"cannot read migrations in {MIGRATIONS_DIR}: {error}") from error
+    app.extensions["readiness"] = Readiness(app, heads, known)
+    app.register_blueprint(bp)

@@ -1,0 +1,119 @@
+"""Gunicorn settings: every one can be overridden from the environment.
+
+Reference: https://docs.gunicorn.org/en/stable/settings.html (checked against gunicorn 27).
+This file is imported by the master, so it imports nothing from the app: the app is loaded in
+each worker, after the gevent worker has monkey-patched the standard library.
+"""
+
+import logging
+import os
+import sys
+
+from gunicorn.glogging import Logger
+from pythonjsonlogger.json import JsonFormatter
+
+# --- Server socket --------------------------------------------------------------------------
+# Loopback by default: natively the app must only be reachable through the proxy. Containers set
+# 0.0.0.0:8000, and there only nginx shares the network with web. Default: 127.0.0.1:8000.
+bind = os.getenv("GUNICORN_BIND", "127.0.0.1:8000")
+
+# --- Workers --------------------------------------------------------------------------------
+# gevent serves many concurrent requests per process, so one worker per core is enough; more
+# only adds memory. sched_getaffinity honours a container's cpuset. Gunicorn's default: 1.
+workers = int(os.getenv("WEB_CONCURRENCY", len(os.sched_getaffinity(0))))
+# Cooperative I/O: a slow query or upstream call parks one greenlet, not the whole worker.
+# Default: sync. Set GUNICORN_WORKER_CLASS=sync to debug without gevent.
+worker_class = os.getenv("GUNICORN_WORKER_CLASS", "gevent")
+# Concurrent requests per gevent worker. Database work is bounded separately by the SQLAlchemy
+# pool (DB_POOL_SIZE + DB_MAX_OVERFLOW), so this mostly bounds slow clients. Default: 1000.
+worker_connections = int(os.getenv("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# A worker silent for this long is killed and replaced. With gevent it only fires when a greenlet
+# blocks the loop (CPU-bound work, an unpatched driver). Default: 30.
+timeout = int(os.getenv("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM, workers get this long to finish in-flight requests. Compose's stop_grace_period
+# must be longer, or Docker SIGKILLs them mid-request. Default: 30.
+graceful_timeout = int(os.getenv("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# Idle keep-alive connections from nginx stay open this long. It must exceed nginx's upstream
+# keepalive_timeout (60s), so nginx always closes first and never reuses a socket Gunicorn is
+# closing. Default: 2.
+keepalive = int(os.getenv("GUNICORN_KEEPALIVE", "75"))
+# Recycle each worker after about this many requests, to cap slow memory growth; the jitter
+# keeps workers from restarting together. Default: 0 (never).
+max_requests = int(os.getenv("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = int(os.getenv("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+# Workers touch a heartbeat file; on a disk-backed /tmp (Docker's overlayfs) that write can
+# stall and get healthy workers killed. /dev/shm is memory. Default: the system temp dir.
+worker_tmp_dir = os.getenv("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else None)
+# Never load the app in the master: it would import the app (and its sockets and SSL) before
+# gevent patches them in the workers. Default: False.
+preload_app = False
+
+# --- Proxy ----------------------------------------------------------------------------------
+# Which peers may set X-Forwarded-Proto and friends for Gunicorn itself. The app trusts
+# X-Forwarded-* separately, by hop count (PROXY_FIX_HOPS). Default: 127.0.0.1,::1.
+forwarded_allow_ips = os.getenv("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+# --- Control socket -------------------------------------------------------------------------
+# Gunicorn 25.1+ opens a control socket under $HOME by default; a read-only container root has
+# nowhere to put it, and several instances on one host would share it. Off unless a path is set.
+control_socket_disable = not os.getenv("GUNICORN_CONTROL_SOCKET")
+control_socket = os.getenv("GUNICORN_CONTROL_SOCKET", "")
+
+# --- Logging --------------------------------------------------------------------------------
+accesslog = "-"
+errorlog = "-"
+loglevel = os.getenv("LOG_LEVEL", "info").lower()
+# Polled by load balancers every few seconds; at INFO they would drown real traffic.
+QUIET_PATHS = frozenset({"/health", "/health/ready"})
+
+
+def json_formatter():
+    """Same record shape as the app's logs (app/logs.py): timestamp, level, logger, message."""
+    return JsonFormatter("%(levelname)s %(name)s %(message)s",
+                         rename_fields={"levelname": "level", "name": "logger"}, timestamp=True)
+
+
+class JsonLogger(Logger):
+    """Gunicorn's error and access logs as JSON lines on stdout."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                if getattr(handler, "_gunicorn", False) and isinstance(handler, logging.StreamHandler):
+                    handler.setStream(sys.stdout)
+                    handler.setFormatter(json_formatter())
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        path = environ.get("PATH_INFO", "")
+        status = int(str(resp.status).split(None, 1)[0])
+        headers = {name.lower(): value for name, value in resp.headers}
+        self.access_log.log(
+            logging.DEBUG if path in QUIET_PATHS else logging.INFO,
+            "%s %s %s", environ.get("REQUEST_METHOD"), path, status,
+            extra={
+                "request_id": headers.get("x-request-id"),
+                "method": environ.get("REQUEST_METHOD"),
+                "path": path,
+                "status": status,
+                "duration_ms": round(request_time.total_seconds() * 1000, 2),
+                # the app's ProxyFix has already replaced the proxy's address with the client's
+                "remote_addr": environ.get("REMOTE_ADDR"),
+                "bytes": getattr(resp, "sent", None),
+                "user_agent": environ.get("HTTP_USER_AGENT"),
+            },
+        )
+
+
+logger_class = JsonLogger
+
+
+def post_worker_init(worker):
+    """psycopg2 is a C extension that gevent cannot patch; psycogreen makes it yield while it
+    waits on the network, so one slow query no longer stalls every request in the worker."""
+    if worker_class == "gevent":
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()

@@ -1,0 +1,55 @@
+"""Alembic environment, run by `flask --app wsgi db ...` (Flask-Migrate).
+
+Migrations are a one-off deploy step. Several replicas or CI jobs may still start one at the
+same time, so on PostgreSQL the run holds an advisory lock: concurrent runs queue behind it,
+then find the schema already at head and do nothing.
+"""
+
+import logging
+
+from alembic import context
+from flask import current_app
+from sqlalchemy import text
+
+log = logging.getLogger("alembic.env")
+
+# Any constant works, as long as every migration run uses the same one.
+MIGRATION_LOCK_ID = 7_245_119_603
+
+config = context.config
+migrate_extension = current_app.extensions["migrate"]
+database = migrate_extension.db
+config.set_main_option("sqlalchemy.url", database.engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+target_metadata = database.metadata
+
+
+def skip_empty_autogenerate(context, revision, directives):
+    """`flask db migrate` with no model change writes no empty revision file."""
+    if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
+        directives[:] = []
+        log.info("No changes in schema detected.")
+
+
+def run_migrations_offline():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+                      literal_binds=True, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    options = {"process_revision_directives": skip_empty_autogenerate, "compare_type": True,
+               **migrate_extension.configure_args}
+    with database.engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata, **options)
+        with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # released at commit or rollback, so a crashed run cannot leave it held
+                connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+### Make sure the server binaries the test suite runs for real are installed.
+### Usage: scripts/install-servers.sh
+###   As root, installs what is missing with apt-get. Otherwise prints the exact
+###   apt-get command to run and exits 1.
+set -o errexit -o nounset -o pipefail
+
+usage() { sed -n 's/^### \{0,1\}//p' "$0"; }
+if [[ $# -gt 0 ]]; then
+  usage
+  [[ "$1" == "-h" || "$1" == "--help" ]] && exit 0
+  exit 2
+fi
+
+# command the suite needs -> Debian package that provides it
+declare -A needed=(
+  [initdb]=postgresql
+  [redis-server]=redis-server
+  [nginx]=nginx
+  [openssl]=openssl
+  [curl]=curl
+  [dockerd]=docker.io
+  [debootstrap]=debootstrap
+)
+
+have() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  # Debian keeps the PostgreSQL binaries off PATH, under /usr/lib/postgresql/<major>/bin.
+  compgen -G "/usr/lib/postgresql/*/bin/$1" >/dev/null
+}
+
+missing=()
+for cmd in "${!needed[@]}"; do
+  have "$cmd" || missing+=("${needed[$cmd]}")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+if [[ $(id -u) -ne 0 ]]; then
+  echo "error: missing server packages: ${missing[*]}" >&2
+  echo "fix: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's packages start their services on install; the suite runs its own
+# instances on free ports, so leave the system ones as the admin configured them.

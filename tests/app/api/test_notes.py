@@ -1,0 +1,77 @@
+import pytest
+
+from app.extensions import db
+from app.models import Note
+
+
+@pytest.fixture
+def logged_in(auth):
+    auth.register_and_login()
+    return auth.client
+
+
+def create(client, title="groceries", body="eggs"):
+    response = client.post("/api/notes", json={"title": title, "body": body})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def test_create_read_update_delete(logged_in):
+    note = create(logged_in)
+
+    assert logged_in.get(f"/api/notes/{note['id']}").json["title"] == "groceries"
+    updated = logged_in.patch(f"/api/notes/{note['id']}", json={"body": "milk"})
+    assert updated.status_code == 200
+    assert updated.json["body"] == "milk" and updated.json["title"] == "groceries"
+    assert logged_in.delete(f"/api/notes/{note['id']}").status_code == 204
+    assert logged_in.get(f"/api/notes/{note['id']}").status_code == 404
+
+
+def test_list_is_paginated_newest_first(logged_in):
+    for index in range(5):
+        create(logged_in, title=f"note {index}")
+
+    first = logged_in.get("/api/notes?per_page=2").json
+    last = logged_in.get("/api/notes?per_page=2&page=3").json
+
+    assert first["total"] == 5 and first["page"] == 1 and first["per_page"] == 2
+    assert [note["title"] for note in first["items"]] == ["note 4", "note 3"]
+    assert [note["title"] for note in last["items"]] == ["note 0"]
+
+
+@pytest.mark.parametrize("query", ["page=0", "per_page=101", "per_page=abc"])
+def test_bad_pagination_is_a_validation_error(logged_in, query):
+    response = logged_in.get(f"/api/notes?{query}")
+
+    assert response.status_code == 422
+    assert response.json["error"]["details"]
+
+
+def test_someone_elses_note_is_not_found(app, auth):
+    auth.register_and_login("ada@example.com")
+    note = create(auth.client)
+    other = app.test_client()
+    other.post("/api/auth/register", json={"email": "eve@example.com", "password": "correct horse battery"})
+    other.post("/api/auth/login", json={"email": "eve@example.com", "password": "correct horse battery"})
+
+    for method in ("get", "patch", "delete"):
+        response = getattr(other, method)(f"/api/notes/{note['id']}", json={"title": "mine now"})
+        assert response.status_code == 404
+        assert response.json["error"]["code"] == "not_found"
+    assert other.get("/api/notes").json["total"] == 0
+
+
+def test_notes_need_a_login(client):
+    response = client.get("/api/notes")
+
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthenticated"
+
+
+def test_rejected_write_leaves_no_row(app, logged_in):
+    response = logged_in.post("/api/notes", json={"title": "x" * 201, "body": "too long a title"})
+
+    assert response.status_code == 422
+    assert "title" in response.json["error"]["details"]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Note)) == 0

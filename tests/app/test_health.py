@@ -1,0 +1,98 @@
+import pytest
+from sqlalchemy import event, text
+
+from app import create_app
+from app.extensions import db
+from tests.support.servers import free_port
+
+
+def test_liveness_does_no_io(postgres_server):
+    """Both backing services are unreachable, and a session cookie is sent: still 200."""
+    app = create_app({
+        "APP_ENV": "testing",
+        "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/none",
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    })
+    client = app.test_client()
+    client.set_cookie("session", "some-session-id")
+
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    assert response.json == {"status": "pass"}
+    assert response.mimetype == "application/health+json"
+
+
+def test_ready_when_every_dependency_is(client):
+    response = client.get("/health/ready")
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/health+json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.json
+    assert body["status"] == "pass"
+    assert set(body["checks"]) == {"postgres:responseTime", "redis:responseTime", "migrations:head"}
+    for (check,) in body["checks"].values():
+        assert check["status"] == "pass"
+        assert check["componentType"] == "datastore"
+        assert check["observedUnit"] == "ms" and isinstance(check["observedValue"], float)
+        assert check["time"].endswith("+00:00")
+
+
+def test_not_ready_names_the_failing_component_without_secrets(redis_url, postgres_server):
+    app = create_app({
+        "APP_ENV": "testing",
+        "DATABASE_URL": f"postgresql://kit:hunter2-secret@127.0.0.1:{free_port()}/kit",
+        "REDIS_URL": redis_url,
+    })
+
+    response = app.test_client().get("/health/ready")
+
+    assert response.status_code == 503
+    body = response.json
+    assert body["status"] == "fail"
+    assert body["checks"]["postgres:responseTime"][0]["status"] == "fail"
+    assert body["checks"]["redis:responseTime"][0]["status"] == "pass"
+    text_body = response.get_data(as_text=True)
+    assert "hunter2" not in text_body and "Traceback" not in text_body
+
+
+def test_schema_behind_the_code_is_not_ready(postgres_server, redis_url):
+    url = postgres_server.create_database("never_migrated")
+    try:
+        client = create_app({"APP_ENV": "testing", "DATABASE_URL": url, "REDIS_URL": redis_url}).test_client()
+
+        check = client.get("/health/ready").json["checks"]["migrations:head"][0]
+
+        assert check["status"] == "fail"
+        assert "flask --app wsgi db upgrade" in check["output"]
+    finally:
+        postgres_server.drop_database("never_migrated")
+
+
+def test_schema_ahead_of_the_code_is_a_warning(app, client):
+    with app.app_context():
+        db.session.execute(text("UPDATE alembic_version SET version_num = 'from_a_newer_release'"))
+        db.session.commit()
+
+    response = client.get("/health/ready")
+
+    assert response.status_code == 200
+    assert response.json["status"] == "warn"
+    assert response.json["checks"]["migrations:head"][0]["status"] == "warn"
+
+
+@pytest.mark.parametrize("ttl, polls, expected_probes", [("60", 50, 1), ("0", 5, 5)])
+def test_polls_within_the_ttl_cost_one_probe(app_env, ttl, polls, expected_probes):
+    app = create_app({**app_env, "HEALTH_CACHE_TTL": ttl})
+    client = app.test_client()
+    database_queries = []
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *args: database_queries.append(statement))
+
+    statuses = {client.get("/health/ready").status_code for _ in range(polls)}
+
+    assert statuses == {200}
+    assert database_queries.count("SELECT 1") == expected_probes
+    assert app.extensions["readiness"].probe_count == expected_probes

@@ -1,0 +1,120 @@
+"""Fixtures: real PostgreSQL and Redis servers for the session, a fresh database per test."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from flask_migrate import upgrade
+
+from app import create_app
+from tests.support.servers import GunicornServer, PostgresServer, RedisServer
+
+TEMPLATE_DATABASE = "kit_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server) -> str:
+    """A database at the migration head; each test gets a copy of it, which is fast."""
+    url = postgres_server.create_database(TEMPLATE_DATABASE)
+    app = create_app({"APP_ENV": "testing", "DATABASE_URL": url})
+    with app.app_context():
+        upgrade()
+        from app.extensions import db
+
+        db.engine.dispose()
+    return TEMPLATE_DATABASE
+
+
+@pytest.fixture
+def database_url(postgres_server, migrated_template):
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name, template=migrated_template)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    yield redis_server.url
+    redis_server_flush(redis_server)
+
+
+def redis_server_flush(server: RedisServer) -> None:
+    import redis
+
+    with redis.Redis.from_url(server.url) as client:
+        client.flushall()
+
+
+@pytest.fixture
+def app_env(database_url, redis_url) -> dict[str, str]:
+    """The environment of a test app wired to the real servers; tests may extend it."""
+    return {"APP_ENV": "testing", "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+
+
+@pytest.fixture
+def app(app_env):
+    app = create_app(app_env)
+    yield app
+    with app.app_context():
+        from app.extensions import db
+
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class AuthActions:
+    def __init__(self, client):
+        self.client = client
+
+    def register(self, email="ada@example.com", password="correct horse battery"):
+        return self.client.post("/api/auth/register", json={"email": email, "password": password})
+
+    def login(self, email="ada@example.com", password="correct horse battery"):
+        return self.client.post("/api/auth/login", json={"email": email, "password": password})
+
+    def register_and_login(self, email="ada@example.com", password="correct horse battery"):
+        assert self.register(email, password).status_code == 201
+        assert self.login(email, password).status_code == 200
+
+
+@pytest.fixture
+def auth(client):
+    return AuthActions(client)
+
+
+@pytest.fixture
+def start_gunicorn():
+    """Start the real Gunicorn with gunicorn.conf.py; every server is stopped at teardown."""
+    servers: list[GunicornServer] = []
+
+    def start(env: dict[str, str], app_module: str = "wsgi:app") -> GunicornServer:
+        server = GunicornServer(env, app_module)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
