@@ -11,7 +11,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..errors import require_json_body
 from ..extensions import db
 from ..models import User
-from .schemas import CredentialsSchema, LoginSchema, UserSchema
+from .schemas import CredentialsSchema, ErrorResponseSchema, LoginSchema, UserSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and sessions")
 blp.before_request(require_json_body)
@@ -31,7 +31,7 @@ def current_user() -> User:
 @blp.post("/register")
 @blp.arguments(CredentialsSchema)
 @blp.response(201, UserSchema)
-@blp.alt_response(409, description="Email already registered")
+@blp.alt_response(409, schema=ErrorResponseSchema, description="Email already registered")
 def register(credentials):
     email = credentials["email"].strip().lower()
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
@@ -50,7 +50,7 @@ def register(credentials):
 @blp.post("/login")
 @blp.arguments(LoginSchema)
 @blp.response(200, UserSchema)
-@blp.alt_response(401, description="Wrong email or password")
+@blp.alt_response(401, schema=ErrorResponseSchema, description="Wrong email or password")
 def login(credentials):
     email = credentials["email"].strip().lower()
     user = db.session.scalar(select(User).where(User.email == email))
@@ -72,6 +72,6 @@ def logout():
 
 @blp.get("/me")
 @blp.response(200, UserSchema)
-@blp.alt_response(401, description="Not logged in")
+@blp.alt_response(401, schema=ErrorResponseSchema, description="Not logged in")
 def me():
     return current_user()

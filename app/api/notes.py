@@ -9,10 +9,13 @@ from ..errors import require_json_body
 from ..extensions import db
 from ..models import Note
 from .auth import current_user
-from .schemas import NotePageSchema, NoteSchema, NoteUpdateSchema, PageQuerySchema
+from .schemas import ErrorResponseSchema, NotePageSchema, NoteSchema, NoteUpdateSchema, PageQuerySchema
 
 blp = Blueprint("notes", __name__, url_prefix="/api/notes", description="The current user's notes")
 blp.before_request(require_json_body)
+
+unauthenticated = blp.alt_response(401, schema=ErrorResponseSchema, description="Not logged in")
+not_found = blp.alt_response(404, schema=ErrorResponseSchema, description="No such note, or not yours")
 
 
 def owned_note(note_id: int) -> Note:
@@ -26,6 +29,7 @@ def owned_note(note_id: int) -> Note:
 @blp.get("")
 @blp.arguments(PageQuerySchema, location="query")
 @blp.response(200, NotePageSchema)
+@unauthenticated
 def list_notes(query):
     owner_id = current_user().id
     page, per_page = query["page"], query["per_page"]
@@ -40,6 +44,7 @@ def list_notes(query):
 @blp.post("")
 @blp.arguments(NoteSchema)
 @blp.response(201, NoteSchema)
+@unauthenticated
 def create_note(fields):
     note = Note(owner_id=current_user().id, **fields)
     db.session.add(note)
@@ -49,6 +54,8 @@ def create_note(fields):
 
 @blp.get("/<int:note_id>")
 @blp.response(200, NoteSchema)
+@unauthenticated
+@not_found
 def get_note(note_id):
     return owned_note(note_id)
 
@@ -56,6 +63,8 @@ def get_note(note_id):
 @blp.patch("/<int:note_id>")
 @blp.arguments(NoteUpdateSchema)
 @blp.response(200, NoteSchema)
+@unauthenticated
+@not_found
 def update_note(fields, note_id):
     note = owned_note(note_id)
     for name, value in fields.items():
@@ -66,6 +75,8 @@ def update_note(fields, note_id):
 
 @blp.delete("/<int:note_id>")
 @blp.response(204)
+@unauthenticated
+@not_found
 def delete_note(note_id):
     db.session.delete(owned_note(note_id))
     db.session.commit()

@@ -54,11 +54,11 @@ class NotePageSchema(Schema):
     total = fields.Integer()
 
 
-class ErrorSchema(Schema):
+class ErrorBodySchema(Schema):
     code = fields.String(metadata={"description": "stable machine-readable code, e.g. validation_failed"})
     message = fields.String()
     details = fields.Dict(metadata={"description": "per-field messages for validation errors"})
 
 
 class ErrorResponseSchema(Schema):
-    error = fields.Nested(ErrorSchema)
+    error = fields.Nested(ErrorBodySchema)

@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from sqlalchemy import event, text
 
@@ -96,3 +98,14 @@ def test_polls_within_the_ttl_cost_one_probe(app_env, ttl, polls, expected_probe
     assert statuses == {200}
     assert database_queries.count("SELECT 1") == expected_probes
     assert app.extensions["readiness"].probe_count == expected_probes
+
+
+def test_concurrent_polls_on_a_cold_cache_share_one_probe(app_env):
+    """The first poller probes; the others wait for its result instead of probing too."""
+    app = create_app({**app_env, "HEALTH_CACHE_TTL": "60"})
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda _: app.test_client().get("/health/ready").status_code, range(32)))
+
+    assert set(statuses) == {200}
+    assert app.extensions["readiness"].probe_count == 1

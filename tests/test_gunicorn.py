@@ -1,0 +1,145 @@
+"""The real Gunicorn, with gunicorn.conf.py and gevent workers, against real Postgres and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.cookiejar import CookieJar
+
+import pytest
+from flask_migrate import upgrade
+
+from app import create_app
+from app.extensions import db
+from tests.support.servers import REPO, VENV_BIN, PostgresServer
+
+pytestmark = pytest.mark.slow
+
+
+def get(url: str, headers: dict | None = None, timeout: float = 10, opener=None):
+    """(status, headers, body) for any status, 5xx included."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with (opener or urllib.request.build_opener()).open(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def post_json(opener, url: str, payload: dict):
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_gevent_worker_serves_health_while_a_slow_query_runs(start_gunicorn, app_env):
+    server = start_gunicorn({**app_env, "WEB_CONCURRENCY": "1"}, app_module="tests.support.testing_wsgi:app")
+    slow = {}
+
+    def slow_request():
+        slow["status"] = get(f"{server.url}/_test/slow-query?seconds=3")[0]
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.5)  # let the slow query reach Postgres
+    status = get(f"{server.url}/health")[0]
+    slow_still_running = thread.is_alive()
+    thread.join(15)
+
+    assert "Using worker: gevent" in "\n".join(server.log_lines())
+    assert status == 200
+    assert slow_still_running, "/health waited for the slow query: the worker was blocked"
+    assert slow["status"] == 200
+
+
+def test_every_log_line_is_json_and_access_lines_carry_the_request_id(start_gunicorn, app_env):
+    server = start_gunicorn(app_env)
+
+    get(f"{server.url}/api/auth/me", headers={"X-Request-ID": "trace-me-123", "User-Agent": 'x", "level": "ERROR'})
+    get(f"{server.url}/health/ready")
+    server.stop()
+
+    records = [json.loads(line) for line in server.log_lines()]  # raises on any non-JSON line
+    access = [r for r in records if r["logger"] == "gunicorn.access"]
+    assert [r["path"] for r in access] == ["/api/auth/me"], "health polls must not be logged at INFO"
+    (line,) = access
+    assert line["request_id"] == "trace-me-123"
+    assert line["status"] == 401 and line["method"] == "GET" and line["remote_addr"] == "127.0.0.1"
+    assert isinstance(line["duration_ms"], float)
+    assert line["timestamp"].endswith("+00:00") and line["level"] == "INFO"
+    assert line["user_agent"] == 'x", "level": "ERROR'  # a quote in a header forges no field
+
+
+def test_production_refuses_a_weak_secret_key(app_env):
+    env = {**app_env, "APP_ENV": "production", "SECRET_KEY": "too-short", "GUNICORN_BIND": "127.0.0.1:0",
+           "WEB_CONCURRENCY": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("{")]
+    assert problems == ["configuration error: SECRET_KEY is too short: use at least 32 random characters "
+                        "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"]
+
+
+def test_flask_cli_refuses_a_weak_secret_key_in_one_line(app_env):
+    env = {**app_env, "APP_ENV": "production", "SECRET_KEY": "changeme" * 5}
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode != 0
+    assert result.stderr.strip() == "configuration error: SECRET_KEY is a placeholder value: generate a random one"
+
+
+@pytest.fixture
+def own_postgres():
+    """A server of this test's own, so stopping it disturbs no other test."""
+    server = PostgresServer()
+    server.start()
+    url = server.create_database("kit")
+    app = create_app({"APP_ENV": "testing", "DATABASE_URL": url})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+    yield server, url
+    server.close()
+
+
+def test_postgres_outage_and_recovery_without_restart(start_gunicorn, own_postgres, redis_url):
+    postgres, database_url = own_postgres
+    server = start_gunicorn({"APP_ENV": "testing", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                             "WEB_CONCURRENCY": "2", "HEALTH_CACHE_TTL": "0.5"})
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+    credentials = {"email": "ada@example.com", "password": "correct horse battery"}
+    assert post_json(opener, f"{server.url}/api/auth/register", credentials) == 201
+    assert post_json(opener, f"{server.url}/api/auth/login", credentials) == 200
+    assert get(f"{server.url}/health/ready")[0] == 200
+
+    postgres.stop()
+    time.sleep(0.6)  # past the readiness cache TTL
+    # the readiness bound: an answer within 2 s, or urllib raises
+    ready_status, _, ready_body = get(f"{server.url}/health/ready", timeout=2)
+    health_status = get(f"{server.url}/health", timeout=2)[0]
+    data_status, data_headers, data_body = get(f"{server.url}/api/notes", opener=opener)
+
+    assert health_status == 200
+    assert ready_status == 503
+    assert json.loads(ready_body)["checks"]["postgres:responseTime"][0]["status"] == "fail"
+    assert data_status == 503 and data_headers["Retry-After"] == "5"
+    assert json.loads(data_body)["error"]["code"] == "service_unavailable"
+
+    postgres.start()
+    deadline = time.monotonic() + 5
+    while get(f"{server.url}/health/ready")[0] != 200:
+        assert time.monotonic() < deadline, "readiness did not recover within 5 s"
+        time.sleep(0.1)
+    assert get(f"{server.url}/api/notes", opener=opener)[0] == 200
