@@ -13,29 +13,36 @@ PYTEST_ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(BIN)/activate: requirements.txt requirements-dev.txt
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes
+
+# Stamps: reinstall only when a lock file changes. `run` needs the runtime set only.
+$(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt -r requirements-dev.txt
+	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-run: $(BIN)/activate ## Serve the app under Gunicorn on http://127.0.0.1:8000 (embedded SQLite, no servers needed)
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP_INSTALL) -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (embedded SQLite, no servers needed)
 	$(BIN)/flask --app wsgi db upgrade
 	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
-test: $(BIN)/activate ## Install what the suite needs, then run every test (real Postgres, Redis, nginx, Docker)
+test: $(VENV)/.dev ## Install what the suite needs, then run every test (real Postgres, Redis, nginx, Docker)
 	scripts/install-servers.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-fast: $(BIN)/activate ## Run the suite without the slow server and container tests
+test-fast: $(VENV)/.dev ## Run the suite without the slow server and container tests
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
 
-lint: $(BIN)/activate ## Lint the Dockerfile, shell scripts and workflows
+lint: $(VENV)/.dev ## Lint the Dockerfile, shell scripts and workflows
 	$(BIN)/pytest tests/deploy/test_static.py $(PYTEST_ARGS)
 
-migrate: $(BIN)/activate ## Apply migrations to DATABASE_URL (a one-off step, never part of boot)
+migrate: $(VENV)/.runtime ## Apply migrations to DATABASE_URL (a one-off step, never part of boot)
 	$(BIN)/flask --app wsgi db upgrade
 
-lock: $(BIN)/activate ## Re-pin requirements*.txt (with hashes) from requirements*.in
+lock: $(VENV)/.dev ## Re-pin requirements*.txt (with hashes) from requirements*.in
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
 

@@ -12,38 +12,45 @@ import sys
 from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter
 
+
+
+def env(name: str, default: str) -> str:
+    """An environment value; unset and empty both mean the default."""
+    return os.environ.get(name) or default
+
+
 # --- Server socket --------------------------------------------------------------------------
 # Loopback by default: natively the app must only be reachable through the proxy. Containers set
 # 0.0.0.0:8000, and there only nginx shares the network with web. Default: 127.0.0.1:8000.
-bind = os.getenv("GUNICORN_BIND", "127.0.0.1:8000")
+bind = env("GUNICORN_BIND", "127.0.0.1:8000")
 
 # --- Workers --------------------------------------------------------------------------------
 # gevent serves many concurrent requests per process, so one worker per core is enough; more
 # only adds memory. sched_getaffinity honours a container's cpuset. Gunicorn's default: 1.
-workers = int(os.getenv("WEB_CONCURRENCY", len(os.sched_getaffinity(0))))
+workers = int(env("WEB_CONCURRENCY", str(len(os.sched_getaffinity(0)))))
 # Cooperative I/O: a slow query or upstream call parks one greenlet, not the whole worker.
 # Default: sync. Set GUNICORN_WORKER_CLASS=sync to debug without gevent.
-worker_class = os.getenv("GUNICORN_WORKER_CLASS", "gevent")
+worker_class = env("GUNICORN_WORKER_CLASS", "gevent")
 # Concurrent requests per gevent worker. Database work is bounded separately by the SQLAlchemy
 # pool (DB_POOL_SIZE + DB_MAX_OVERFLOW), so this mostly bounds slow clients. Default: 1000.
-worker_connections = int(os.getenv("GUNICORN_WORKER_CONNECTIONS", "1000"))
+worker_connections = int(env("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # A worker silent for this long is killed and replaced. With gevent it only fires when a greenlet
 # blocks the loop (CPU-bound work, an unpatched driver). Default: 30.
-timeout = int(os.getenv("GUNICORN_TIMEOUT", "30"))
+timeout = int(env("GUNICORN_TIMEOUT", "30"))
 # On SIGTERM, workers get this long to finish in-flight requests. Compose's stop_grace_period
 # must be longer, or Docker SIGKILLs them mid-request. Default: 30.
-graceful_timeout = int(os.getenv("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+graceful_timeout = int(env("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # Idle keep-alive connections from nginx stay open this long. It must exceed nginx's upstream
 # keepalive_timeout (60s), so nginx always closes first and never reuses a socket Gunicorn is
 # closing. Default: 2.
-keepalive = int(os.getenv("GUNICORN_KEEPALIVE", "75"))
+keepalive = int(env("GUNICORN_KEEPALIVE", "75"))
 # Recycle each worker after about this many requests, to cap slow memory growth; the jitter
 # keeps workers from restarting together. Default: 0 (never).
-max_requests = int(os.getenv("GUNICORN_MAX_REQUESTS", "5000"))
-max_requests_jitter = int(os.getenv("GUNICORN_MAX_REQUESTS_JITTER", "500"))
+max_requests = int(env("GUNICORN_MAX_REQUESTS", "5000"))
+max_requests_jitter = int(env("GUNICORN_MAX_REQUESTS_JITTER", "500"))
 # Workers touch a heartbeat file; on a disk-backed /tmp (Docker's overlayfs) that write can
 # stall and get healthy workers killed. /dev/shm is memory. Default: the system temp dir.
-worker_tmp_dir = os.getenv("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else None)
+worker_tmp_dir = env("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/dev/shm") else "") or None
 # Never load the app in the master: it would import the app (and its sockets and SSL) before
 # gevent patches them in the workers. Default: False.
 preload_app = False
@@ -51,18 +58,18 @@ preload_app = False
 # --- Proxy ----------------------------------------------------------------------------------
 # Which peers may set X-Forwarded-Proto and friends for Gunicorn itself. The app trusts
 # X-Forwarded-* separately, by hop count (PROXY_FIX_HOPS). Default: 127.0.0.1,::1.
-forwarded_allow_ips = os.getenv("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = env("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # --- Control socket -------------------------------------------------------------------------
 # Gunicorn 25.1+ opens a control socket under $HOME by default; a read-only container root has
 # nowhere to put it, and several instances on one host would share it. Off unless a path is set.
 control_socket_disable = not os.getenv("GUNICORN_CONTROL_SOCKET")
-control_socket = os.getenv("GUNICORN_CONTROL_SOCKET", "")
+control_socket = env("GUNICORN_CONTROL_SOCKET", "")
 
 # --- Logging --------------------------------------------------------------------------------
 accesslog = "-"
 errorlog = "-"
-loglevel = os.getenv("LOG_LEVEL", "info").lower()
+loglevel = env("LOG_LEVEL", "info").lower()
 # Polled by load balancers every few seconds; at INFO they would drown real traffic.
 QUIET_PATHS = frozenset({"/health", "/health/ready"})
 

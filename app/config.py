@@ -27,7 +27,9 @@ class ConfigError(RuntimeError):
 def load_config(environ: Mapping[str, str] | None = None, instance_path: str | Path = "instance") -> dict:
     """Build the Flask config mapping from the environment (plus `.env` in development only)."""
     environ = dict(os.environ if environ is None else environ)
-    app_env = environ.get("APP_ENV", "development")
+    # FLASK_ENV (removed from Flask 2.3) is still honoured, so an old habit cannot start
+    # production with development's defaults
+    app_env = environ.get("APP_ENV") or environ.get("FLASK_ENV") or "development"
     if app_env not in ENVIRONMENTS:
         raise ConfigError(f"APP_ENV must be one of {', '.join(ENVIRONMENTS)}, not {app_env!r}")
     if app_env == "development":

@@ -40,10 +40,21 @@ def error_response(status: int, message: str, details: dict | None = None, heade
     return jsonify(body), status, headers or {}
 
 
+# Our wording where Werkzeug's default speaks of browsers or is vague.
+MESSAGES = {
+    400: "The request is malformed.",
+    422: "The request failed validation; see details.",
+}
+
+
 def handle_http_exception(error: HTTPException):
     data = getattr(error, "data", None) or {}
-    details = flatten_validation_messages(data.get("messages", {}))
-    message = data.get("message") or error.description or error.name
+    messages = data.get("messages", {})
+    details = flatten_validation_messages(messages)
+    # webargs reports a body that is not JSON as {"json": ["Invalid JSON body."]}
+    body_problems = [text for problems in messages.values() if isinstance(problems, list) for text in problems]
+    message = (data.get("message") or (body_problems and body_problems[0])
+               or MESSAGES.get(error.code) or error.description or error.name)
     headers = {k: v for k, v in error.get_headers() if k.lower() not in ("content-type", "content-length")}
     return error_response(error.code or 500, message, details, headers)
 

@@ -117,4 +117,4 @@ def start_gunicorn():
 
     yield start
     for server in servers:
-        server.stop()
+        server.close()

@@ -14,13 +14,19 @@ from .schemas import ErrorResponseSchema, NotePageSchema, NoteSchema, NoteUpdate
 blp = Blueprint("notes", __name__, url_prefix="/api/notes", description="The current user's notes")
 blp.before_request(require_json_body)
 
+# Postgres `integer`: a larger id cannot exist, and must not reach the database as an overflow
+NOTE_ID_MAX = 2**31 - 1
+NOTE_PATH = "/<int:note_id>"
 unauthenticated = blp.alt_response(401, schema=ErrorResponseSchema, description="Not logged in")
 not_found = blp.alt_response(404, schema=ErrorResponseSchema, description="No such note, or not yours")
 
 
 def owned_note(note_id: int) -> Note:
     """Someone else's note answers exactly like a missing one: 404, so ids leak nothing."""
-    note = db.session.scalar(select(Note).where(Note.id == note_id, Note.owner_id == current_user().id))
+    owner_id = current_user().id
+    note = None
+    if note_id <= NOTE_ID_MAX:
+        note = db.session.scalar(select(Note).where(Note.id == note_id, Note.owner_id == owner_id))
     if note is None:
         abort(404, message="No such note.")
     return note
@@ -52,7 +58,7 @@ def create_note(fields):
     return note
 
 
-@blp.get("/<int:note_id>")
+@blp.get(NOTE_PATH)
 @blp.response(200, NoteSchema)
 @unauthenticated
 @not_found
@@ -60,7 +66,7 @@ def get_note(note_id):
     return owned_note(note_id)
 
 
-@blp.patch("/<int:note_id>")
+@blp.patch(NOTE_PATH)
 @blp.arguments(NoteUpdateSchema)
 @blp.response(200, NoteSchema)
 @unauthenticated
@@ -73,7 +79,7 @@ def update_note(fields, note_id):
     return note
 
 
-@blp.delete("/<int:note_id>")
+@blp.delete(NOTE_PATH)
 @blp.response(204)
 @unauthenticated
 @not_found

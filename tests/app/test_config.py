@@ -40,6 +40,13 @@ def test_production_refuses_unsafe_settings(change, named):
     assert "\n" not in str(caught.value)
 
 
+def test_flask_env_is_an_alias_for_app_env():
+    environ = {key: value for key, value in PRODUCTION.items() if key != "APP_ENV"}
+
+    with pytest.raises(ConfigError, match="SECRET_KEY is too short"):
+        load_config({**environ, "FLASK_ENV": "production", "SECRET_KEY": "weak"})
+
+
 def test_secrets_can_come_from_files(tmp_path):
     key_file = tmp_path / "secret_key"
     key_file.write_text(STRONG_KEY + "\n")

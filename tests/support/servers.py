@@ -202,5 +202,9 @@ class GunicornServer:
         return self.logfile.read_text().splitlines()
 
     def stop(self) -> int:
-        code = stop_process(self.proc) if self.proc else 0
-        return code
+        return stop_process(self.proc) if self.proc else 0
+
+    def close(self) -> None:
+        """Stop the server and delete its log."""
+        self.stop()
+        self.logfile.unlink(missing_ok=True)

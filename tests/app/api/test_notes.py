@@ -75,3 +75,10 @@ def test_rejected_write_leaves_no_row(app, logged_in):
     assert "title" in response.json["error"]["details"]
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(Note)) == 0
+
+
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
+def test_an_id_beyond_the_column_range_is_not_found(logged_in, method):
+    response = getattr(logged_in, method)(f"/api/notes/{2**63}", json={})
+
+    assert response.status_code == 404

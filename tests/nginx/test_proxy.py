@@ -1,0 +1,506 @@
+"""End to end, natively: client -> real nginx (TLS) -> real Gunicorn -> real PostgreSQL + Redis.
+
+One stack per module (starting Gunicorn per test would triple the run time): a migrated
+database, Gunicorn serving the real app plus a failing test route, and nginx running the
+repo's nginx/ tree in the foreground. Everything is stopped by PID at teardown.
+Clients connect to 127.0.0.1 only, sending SNI and Host "localhost" (like curl --resolve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import http.client
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+import pytest
+
+from tests.support.servers import GunicornServer, free_port, port_open, stop_process, wait_for
+
+from .conftest import SERVER_NAME, NginxTree, build_tree, loopback_env, make_certificate, world_readable_prefix
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+# The real app plus /_test/error (raises) from the lead's test WSGI module.
+TEST_APP = "tests.support.testing_wsgi:app"
+MIB = 1024 * 1024
+
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "Permissions-Policy": "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+                          "microphone=(), payment=(), usb=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Stack:
+    tree: NginxTree
+    http_port: int
+    https_port: int
+    gunicorn: GunicornServer | None
+    access_log: Path
+
+    @property
+    def cafile(self) -> str:
+        return self.tree.env["NGINX_CERT_DIR"] + "/fullchain.pem"
+
+    def tls_context(self, verify: bool = True) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.cafile)
+        if not verify:
+            # for handshakes the server must refuse: the refusal must not be the client's
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def tls_socket(self, server_name: str | None = SERVER_NAME, verify: bool = True,
+                   alpn: list[str] | None = None) -> ssl.SSLSocket:
+        """A TLS connection to 127.0.0.1 with the given SNI (None sends none, like a client using the IP)."""
+        context = self.tls_context(verify)
+        if alpn:
+            context.set_alpn_protocols(alpn)
+        raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=10)
+        try:
+            return context.wrap_socket(raw, server_hostname=server_name)
+        except BaseException:
+            raw.close()
+            raise
+
+    def https(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> Response:
+        connection = LoopbackHTTPSConnection(self, SERVER_NAME)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            reply = connection.getresponse()
+            return Response(reply.status, reply.headers, reply.read())
+        finally:
+            connection.close()
+
+    def http(self, method: str, path: str, headers: dict | None = None) -> Response:
+        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
+        try:
+            connection.request(method, path, headers={"Host": SERVER_NAME, **(headers or {})})
+            reply = connection.getresponse()
+            return Response(reply.status, reply.headers, reply.read())
+        finally:
+            connection.close()
+
+    def access_log_entries(self) -> list[dict]:
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+
+    def openssl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.https_port}", "-servername", SERVER_NAME, *args],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
+        )
+
+
+class LoopbackHTTPSConnection(http.client.HTTPConnection):
+    """HTTPS to 127.0.0.1 whatever the name: TLS with SNI and certificate check for `server_name`."""
+
+    def __init__(self, stack: Stack, server_name: str):
+        super().__init__(server_name, stack.https_port, timeout=10)
+        self.stack = stack
+
+    def connect(self):
+        self.sock = self.stack.tls_socket(self.host)
+
+
+def json_body(data) -> tuple[bytes, dict]:
+    return json.dumps(data).encode(), {"Content-Type": "application/json"}
+
+
+def assert_security_headers(response: Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get_all(name) == [value], f"{name} on {response.status}"
+    assert "X-XSS-Protection" not in response.headers
+    assert response.headers["Server"] == "nginx"  # server_tokens off: no version
+
+
+def wait_until_not_limited(stack: Stack) -> None:
+    """Let the /api/ rate-limit bucket drain (20 burst at 10 r/s: about 2 s), bounded."""
+    time.sleep(2.1)
+    wait_for(lambda: stack.https("GET", "/api/nope").status != 429, 10, "rate limit to drain")
+
+
+def run_migrations(env: dict[str, str]) -> None:
+    """The contract's one-off schema step, run exactly as operators run it."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@contextlib.contextmanager
+def running_nginx(upstream_port: int, gunicorn: GunicornServer | None = None) -> Iterator[Stack]:
+    """The repo's nginx/ tree in the foreground (daemon off, so the Popen is the master),
+    proxying to 127.0.0.1:upstream_port; stopped by PID on exit."""
+    with contextlib.ExitStack() as cleanup:
+        prefix = cleanup.enter_context(world_readable_prefix())
+        http_port, https_port = free_port(), free_port()
+        env = loopback_env(prefix, upstream=f"127.0.0.1:{upstream_port}", http_port=http_port, https_port=https_port)
+        assert make_certificate(prefix / "certs").returncode == 0
+        write_file(prefix / "static" / "robots.txt", "User-agent: *\nDisallow:\n")
+        write_file(prefix / "acme" / ".well-known" / "acme-challenge" / "token-123", "token-123.thumbprint")
+        tree = build_tree(prefix, env)
+        access_log = prefix / "logs" / "access.log"
+        nginx = subprocess.Popen(
+            tree.command(directives="daemon off;"),
+            # nginx.conf logs access to /dev/stdout and errors to stderr
+            stdout=cleanup.enter_context(open(access_log, "ab")),
+            stderr=cleanup.enter_context(open(prefix / "logs" / "stderr.log", "ab")),
+        )
+        # SIGTERM is nginx's fast shutdown: the master stops its workers, then exits.
+        cleanup.callback(stop_process, nginx, signal.SIGTERM)
+        wait_for(lambda: nginx.poll() is None and port_open(https_port) and port_open(http_port), 15,
+                 f"nginx (see {prefix}/logs/stderr.log)")
+        yield Stack(tree, http_port, https_port, gunicorn, access_log)
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_server, redis_server) -> Iterator[Stack]:
+    database = f"nginx_e2e_{uuid.uuid4().hex[:8]}"
+    app_env = {
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "DATABASE_URL": postgres_server.create_database(database),
+        "REDIS_URL": redis_server.url,
+        # exactly one proxy in front: nginx
+        "PROXY_FIX_HOPS": "1",
+    }
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(postgres_server.drop_database, database)
+        run_migrations(app_env)
+        gunicorn = GunicornServer(app_env, TEST_APP)
+        cleanup.callback(gunicorn.close)
+        gunicorn.start()
+        yield cleanup.enter_context(running_nginx(gunicorn.port, gunicorn))
+
+
+def write_file(path: Path, text: str) -> None:
+    """Create a file, and its directories, readable by nginx's unprivileged workers."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path.write_text(text)
+    path.chmod(0o644)
+
+
+# --- HTTP port ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_plain_http_is_redirected_to_https_with_308(stack, method):
+    response = stack.http(method, "/api/notes?page=2")
+
+    assert response.status == 308  # keeps the method, unlike 301
+    assert response.headers["Location"] == "https://localhost/api/notes?page=2"
+
+
+def test_acme_challenge_is_served_over_plain_http(stack):
+    found = stack.http("GET", "/.well-known/acme-challenge/token-123")
+    missing = stack.http("GET", "/.well-known/acme-challenge/other")
+
+    assert (found.status, found.body) == (200, b"token-123.thumbprint")
+    assert missing.status == 404  # answered from the webroot, not redirected
+
+
+# --- Unknown names get nothing --------------------------------------------------------------
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends before it closes; 444 closes with a TCP RST here
+    (reset_timedout_connection on), which is just as empty."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def test_unknown_host_on_http_gets_no_response(stack):
+    with socket.create_connection(("127.0.0.1", stack.http_port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        assert read_all(sock) == b""  # 444: closed without a byte
+
+
+def test_unknown_host_over_https_gets_no_response(stack):
+    with stack.tls_socket() as sock:  # SNI localhost, so the handshake succeeds
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        assert read_all(sock) == b""
+
+
+@pytest.mark.parametrize("server_name", ["evil.example", None], ids=["unknown-sni", "no-sni"])
+def test_tls_without_our_name_completes_then_gets_no_response(stack, server_name):
+    """Clients that connect by IP (no SNI) still get TLS, so scanners can check it; an unknown
+    Host then gets the 444."""
+    with stack.tls_socket(server_name, verify=False) as sock:
+        assert sock.version() in ("TLSv1.2", "TLSv1.3")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_all(sock) == b""
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+def test_tls_1_1_is_refused_by_the_server(stack):
+    # SECLEVEL=0 lets Debian's OpenSSL offer TLS 1.1 at all; then the refusal is the server's
+    # protocol_version alert (70), not the client's "no protocols available".
+    result = stack.openssl("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "no protocols available" not in output
+    assert "alert protocol version" in output and "SSL alert number 70" in output
+
+
+def test_tls_1_3_is_accepted(stack):
+    result = stack.openssl("-tls1_3", "-brief", "-CAfile", stack.cafile, "-verify_return_error",
+                           "-verify_hostname", SERVER_NAME)
+
+    assert result.returncode == 0, result.stderr
+    assert "Protocol version: TLSv1.3" in result.stderr
+
+
+def test_tls_1_2_offers_only_aead_suites_and_no_tickets(stack):
+    aead = stack.openssl("-tls1_2", "-CAfile", stack.cafile, "-verify_return_error")
+    cbc = stack.openssl("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
+
+    assert aead.returncode == 0, aead.stderr
+    assert re.search(r"Cipher is ECDHE-ECDSA-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)", aead.stdout)
+    assert "TLS session ticket" not in aead.stdout  # ssl_session_tickets off
+    assert cbc.returncode != 0
+    assert "SSL alert number 40" in cbc.stdout + cbc.stderr  # the server's handshake_failure
+
+
+def test_http2_is_negotiated(stack):
+    with stack.tls_socket(alpn=["h2", "http/1.1"]) as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+
+
+# --- Headers on every response --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/health", 200),                # the app, success
+    ("/api/nope", 404),              # the app, client error
+    ("/_test/error", 500),           # the app, unhandled exception
+    ("/static/robots.txt", 200),     # nginx itself, from disk
+    ("/static/missing.txt", 404),    # nginx's own error page
+])
+def test_security_headers_on_every_response(stack, path, status):
+    response = stack.https("GET", path)
+
+    assert response.status == status
+    assert_security_headers(response)
+    assert len(response.headers.get_all("X-Request-ID")) == 1
+
+
+def test_error_from_the_app_passes_through_unchanged(stack):
+    response = stack.https("GET", "/_test/error")
+
+    assert response.status == 500
+    assert response.json()["error"]["code"] == "internal_error"
+
+
+def test_static_files_are_served_by_nginx(stack):
+    response = stack.https("GET", "/static/robots.txt")
+
+    assert response.body == b"User-agent: *\nDisallow:\n"
+    assert response.headers["Cache-Control"] == "max-age=86400"  # `expires 1d`, not Flask's
+
+
+# --- Limits ---------------------------------------------------------------------------------
+
+
+def test_body_over_one_mib_is_refused_by_nginx(stack):
+    body, headers = json_body({"title": "t", "body": "x" * MIB})
+
+    response = stack.https("POST", "/api/notes", body=body, headers=headers)
+
+    assert response.status == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert_security_headers(response)
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+
+
+def test_body_of_exactly_one_mib_reaches_the_app(stack):
+    # nginx's limit equals the app's MAX_CONTENT_LENGTH: a body at the limit gets through,
+    # and the app (not logged in) answers.
+    response = stack.https("POST", "/api/notes", body=b"x" * MIB, headers={"Content-Type": "application/json"})
+
+    assert response.status != 413
+    assert response.json()["error"]["code"] in ("unauthenticated", "bad_request", "validation_failed")
+
+
+# --- Request id -----------------------------------------------------------------------------
+
+
+def wait_for_log(read, predicate, what: str):
+    found: list = []
+
+    def seen() -> bool:
+        found[:] = [entry for entry in read() if predicate(entry)]
+        return bool(found)
+
+    wait_for(seen, 10, what)
+    return found
+
+
+def gunicorn_entries(stack: Stack) -> list[dict]:
+    entries = []
+    for line in stack.gunicorn.log_lines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue
+    return entries
+
+
+def test_client_request_id_reaches_the_app_logs_and_the_response(stack):
+    request_id = f"e2e-{uuid.uuid4().hex}"
+
+    response = stack.https("GET", "/api/nope", headers={"X-Request-ID": request_id})
+
+    assert response.headers.get_all("X-Request-ID") == [request_id]  # once: nginx does not add a second
+    app_lines = wait_for_log(lambda: gunicorn_entries(stack), lambda e: e.get("request_id") == request_id,
+                             "the app's log line")
+    assert app_lines[0]["status"] == 404
+    nginx_lines = wait_for_log(stack.access_log_entries, lambda e: e["request_id"] == request_id,
+                               "nginx's access log line")
+    assert nginx_lines[0]["status"] == 404
+
+
+@pytest.mark.parametrize("sent", [None, "has spaces and !"], ids=["absent", "malformed"])
+def test_missing_or_malformed_request_id_is_generated_by_nginx(stack, sent):
+    headers = {"X-Request-ID": sent} if sent else {}
+
+    response = stack.https("GET", "/api/nope", headers=headers)
+
+    request_id = response.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # nginx's $request_id, adopted by the app
+    wait_for_log(lambda: gunicorn_entries(stack), lambda e: e.get("request_id") == request_id, "the app's log line")
+    wait_for_log(stack.access_log_entries, lambda e: e["request_id"] == request_id, "nginx's access log line")
+
+
+def test_access_log_is_json_with_upstream_timing_and_skips_health_checks(stack):
+    stack.https("GET", "/health")
+    stack.https("GET", "/health/ready")
+    marker = f"marker-{uuid.uuid4().hex}"
+    stack.https("GET", "/api/nope", headers={"X-Request-ID": marker})
+
+    entries = wait_for_log(stack.access_log_entries, lambda e: e["request_id"] == marker, "the marker line")
+    entry = entries[0]
+    assert entry["upstream_addr"] == f"127.0.0.1:{stack.gunicorn.port}"
+    assert float(entry["upstream_response_time"]) >= 0
+    assert entry["ssl_protocol"] in ("TLSv1.2", "TLSv1.3")
+    assert not [e for e in stack.access_log_entries() if e["uri"].startswith("/health")]
+
+
+# --- The application through the proxy ------------------------------------------------------
+
+
+def test_register_login_and_notes_through_nginx(stack):
+    email = f"{uuid.uuid4().hex[:12]}@example.com"
+    credentials, headers = json_body({"email": email, "password": "correct horse battery staple"})
+
+    assert stack.https("POST", "/api/auth/register", credentials, headers).status == 201
+    login = stack.https("POST", "/api/auth/login", credentials, headers)
+    assert login.status == 200
+    set_cookie = login.headers["Set-Cookie"]
+    assert "Secure" in set_cookie and "HttpOnly" in set_cookie
+    cookie = {"Cookie": set_cookie.split(";", 1)[0]}
+
+    note, _ = json_body({"title": "Through nginx", "body": "TLS all the way"})
+    created = stack.https("POST", "/api/notes", note, {**headers, **cookie})
+    listed = stack.https("GET", "/api/notes", headers=cookie)
+
+    assert created.status == 201, created.body
+    assert listed.status == 200
+    assert [item["title"] for item in listed.json()["items"]] == ["Through nginx"]
+    assert_security_headers(listed)
+
+
+def test_app_sees_the_client_through_one_trusted_hop(stack):
+    # nginx replaces a forged X-Forwarded-For, and ProxyFix (PROXY_FIX_HOPS=1) takes nginx's value.
+    request_id = f"xff-{uuid.uuid4().hex}"
+    stack.https("GET", "/api/nope", headers={"X-Request-ID": request_id, "X-Forwarded-For": "203.0.113.9"})
+
+    line = wait_for_log(lambda: gunicorn_entries(stack), lambda e: e.get("request_id") == request_id,
+                        "the app's log line")[0]
+    assert line["remote_addr"] == "127.0.0.1"
+
+
+def test_json_is_gzipped_when_the_client_accepts_it(stack):
+    plain = stack.https("GET", "/api/openapi.json")
+    compressed = stack.https("GET", "/api/openapi.json", headers={"Accept-Encoding": "gzip"})
+
+    assert plain.headers["Content-Type"].startswith("application/json")
+    assert "Content-Encoding" not in plain.headers
+    assert compressed.headers["Content-Encoding"] == "gzip"
+    assert "Accept-Encoding" in compressed.headers["Vary"]
+    assert json.loads(gzip.decompress(compressed.body)) == plain.json()
+    assert len(compressed.body) < len(plain.body)
+
+
+def test_upstream_down_gets_nginx_json_503_and_the_log_keeps_the_cause():
+    # Nothing listens on the upstream port: nginx answers itself (502 -> error_page -> 503).
+    with running_nginx(upstream_port=free_port()) as down:
+        response = down.https("GET", "/api/notes")
+        entries = wait_for_log(down.access_log_entries, lambda e: e["uri"] == "/api/notes", "the access log line")
+
+    assert response.status == 503
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "service_unavailable"
+    assert_security_headers(response)
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    assert (entries[0]["status"], entries[0]["upstream_status"]) == (503, "502")
+
+
+# --- Rate limit (last: it drains the bucket before returning) -------------------------------
+
+
+def test_api_burst_is_limited_with_429(stack):
+    statuses = []
+    try:
+        for _ in range(50):
+            limited = stack.https("GET", "/api/nope")
+            statuses.append(limited.status)
+            if limited.status == 429:
+                break
+        assert limited.status == 429, statuses
+        assert limited.json()["error"]["code"] == "too_many_requests"
+        assert limited.headers["Retry-After"] == "1"
+        assert_security_headers(limited)  # the 429 location re-includes the headers
+        assert stack.https("GET", "/health").status == 200  # health checks are never limited
+    finally:
+        wait_until_not_limited(stack)
