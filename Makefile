@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast lint migrate lock clean
+.PHONY: help run test test-fast lint bench migrate lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,10 @@ test-fast: $(VENV)/.dev ## Run the suite without the slow server and container t
 
 lint: $(VENV)/.dev ## Lint the Dockerfile, shell scripts and workflows
 	$(BIN)/pytest tests/deploy/test_static.py $(PYTEST_ARGS)
+
+bench: $(VENV)/.dev ## Measure what /health/ready polling costs Postgres, against real servers
+	scripts/install-servers.sh
+	$(BIN)/python -m bench.readiness
 
 migrate: $(VENV)/.runtime ## Apply migrations to DATABASE_URL (a one-off step, never part of boot)
 	$(BIN)/flask --app wsgi db upgrade

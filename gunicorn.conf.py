@@ -13,7 +13,6 @@ from gunicorn.glogging import Logger
 from pythonjsonlogger.json import JsonFormatter
 
 
-
 def env(name: str, default: str) -> str:
     """An environment value; unset and empty both mean the default."""
     return os.environ.get(name) or default

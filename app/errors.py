@@ -11,8 +11,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError, UnsupportedMediaType
 
-from .extensions import db
-
 log = logging.getLogger(__name__)
 
 # Stable, machine-readable codes; clients switch on these, not on the message.
@@ -30,6 +28,11 @@ CODES = {
     500: "internal_error",
     503: "service_unavailable",
 }
+# Our wording where Werkzeug's default speaks of browsers or is vague.
+MESSAGES = {
+    400: "The request is malformed.",
+    422: "The request failed validation; see details.",
+}
 # The dependency is down or saturated: worth retrying, not worth a traceback per request.
 UNAVAILABLE = (OperationalError, PoolTimeoutError, RedisConnectionError, RedisTimeoutError)
 WRITE_METHODS = ("POST", "PUT", "PATCH")
@@ -38,13 +41,6 @@ WRITE_METHODS = ("POST", "PUT", "PATCH")
 def error_response(status: int, message: str, details: dict | None = None, headers=None):
     body = {"error": {"code": CODES.get(status, "error"), "message": message, "details": details or {}}}
     return jsonify(body), status, headers or {}
-
-
-# Our wording where Werkzeug's default speaks of browsers or is vague.
-MESSAGES = {
-    400: "The request is malformed.",
-    422: "The request failed validation; see details.",
-}
 
 
 def handle_http_exception(error: HTTPException):
@@ -69,7 +65,6 @@ def flatten_validation_messages(messages: dict) -> dict:
 
 
 def handle_unavailable(error: Exception):
-    db.session.rollback()
     log.warning("dependency unavailable: %s", type(error).__name__)
     retry_after = str(current_app.config["RETRY_AFTER_SECONDS"])
     return error_response(503, "A backing service is unavailable; retry shortly.", headers={"Retry-After": retry_after})
@@ -90,9 +85,9 @@ def _is_disconnect(error: BaseException) -> bool:
 
 def require_json_body() -> None:
     """A write with a body must declare it as JSON; anything else is a 415, not a parse guess."""
-    if request.method in WRITE_METHODS and (request.content_length or request.headers.get("Transfer-Encoding")):
-        if not request.is_json:
-            raise UnsupportedMediaType("Send the request body as application/json.")
+    has_body = request.content_length or request.headers.get("Transfer-Encoding")
+    if request.method in WRITE_METHODS and has_body and not request.is_json:
+        raise UnsupportedMediaType("Send the request body as application/json.")
 
 
 def init_app(app: Flask) -> None:

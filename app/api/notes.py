@@ -9,7 +9,13 @@ from ..errors import require_json_body
 from ..extensions import db
 from ..models import Note
 from .auth import current_user
-from .schemas import ErrorResponseSchema, NotePageSchema, NoteSchema, NoteUpdateSchema, PageQuerySchema
+from .schemas import (
+    ErrorResponseSchema,
+    NotePageSchema,
+    NoteSchema,
+    NoteUpdateSchema,
+    PageQuerySchema,
+)
 
 blp = Blueprint("notes", __name__, url_prefix="/api/notes", description="The current user's notes")
 blp.before_request(require_json_body)

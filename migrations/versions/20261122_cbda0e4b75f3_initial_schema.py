@@ -1,13 +1,12 @@
 """Initial schema: users and the notes they own.
 
 Revision ID: cbda0e4b75f3
-Revises: 
+Revises:
 Create Date: 2026-11-22 21:37:53.689218
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = 'cbda0e4b75f3'

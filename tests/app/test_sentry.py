@@ -22,7 +22,7 @@ class EnvelopeCollector(BaseHTTPRequestHandler):
             body = gzip.decompress(body)
         lines = body.decode().splitlines()
         # an envelope: its header line, then item header / payload pairs
-        for item_header, payload in zip(lines[1::2], lines[2::2]):
+        for item_header, payload in zip(lines[1::2], lines[2::2], strict=True):
             if json.loads(item_header)["type"] == "event":
                 self.received.append({"path": self.path, "event": json.loads(payload)})
         self.send_response(200)
@@ -52,7 +52,8 @@ def test_unhandled_error_reaches_sentry_with_environment_and_release(app_env, se
     def fail():
         raise RuntimeError("deliberate failure for Sentry")
 
-    response = app.test_client().get("/_test/error", headers={"Cookie": "session=private", "Authorization": "Bearer t0ken"})
+    private = {"Cookie": "session=private", "Authorization": "Bearer t0ken"}
+    response = app.test_client().get("/_test/error", headers=private)
     sentry_sdk.flush(timeout=10)
 
     assert response.status_code == 500

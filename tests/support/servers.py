@@ -69,7 +69,8 @@ class PostgresServer:
     """A throwaway cluster. initdb refuses root, so as root the cluster belongs to `postgres`,
     in a directory of its own that user can reach (pytest's tmp dirs are private to root)."""
 
-    def __init__(self):
+    def __init__(self, settings: dict[str, str] | None = None):
+        self.settings = settings or {}
         self.workdir = Path(tempfile.mkdtemp(prefix="kit-postgres-"))
         self.workdir.chmod(0o755)
         self.datadir = self.workdir / "data"
@@ -101,7 +102,8 @@ class PostgresServer:
                 [find_binary("postgres"), "-D", str(self.datadir), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
                  # durability is irrelevant for a throwaway test cluster; speed is not
-                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                 "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                 *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]],
                 stdout=subprocess.DEVNULL, stderr=log, user=self.user,
             )
         wait_for(lambda: self.proc.poll() is None and self._accepts(), 30, "postgres")
@@ -117,6 +119,10 @@ class PostgresServer:
         # SIGINT is PostgreSQL's "fast shutdown": it disconnects clients instead of waiting for them.
         if self.proc:
             stop_process(self.proc, signal.SIGINT)
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "postgres.log"
 
     def close(self) -> None:
         """Stop the server and delete its cluster."""

@@ -1,0 +1,20 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.servers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_runs_and_stays_under_one_round_per_worker_per_ttl():
+    result = subprocess.run([sys.executable, "-m", "bench.readiness", "--seconds", "1.5", "--clients", "4",
+                             "--workers", "1", "--ttl", "0.5"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    rounds, ceiling = map(int, re.search(r"reaching Postgres: (\d+) \(at most one per worker per TTL: (\d+)\)",
+                                         result.stdout).groups())
+    assert 1 <= rounds <= ceiling
