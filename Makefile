@@ -8,10 +8,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast lint bench migrate lock clean
+.PHONY: help run test test-fast test-docker lint bench docker-up migrate lock clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes
 
@@ -36,6 +36,10 @@ test: $(VENV)/.dev ## Install what the suite needs, then run every test (real Po
 test-fast: $(VENV)/.dev ## Run the suite without the slow server and container tests
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
 
+test-docker: $(VENV)/.dev ## Only the container tests (a private dockerd and local base images; needs root)
+	scripts/install-servers.sh
+	$(BIN)/pytest -m docker $(PYTEST_ARGS)
+
 lint: $(VENV)/.dev ## Lint the Dockerfile, shell scripts and workflows
 	$(BIN)/pytest tests/deploy/test_static.py $(PYTEST_ARGS)
 
@@ -43,12 +47,18 @@ bench: $(VENV)/.dev ## Measure what /health/ready polling costs Postgres, agains
 	scripts/install-servers.sh
 	$(BIN)/python -m bench.readiness
 
+docker-up: ## Run the whole stack in Docker on https://localhost (development settings, no .env needed)
+	docker compose up --build --wait
+
 migrate: $(VENV)/.runtime ## Apply migrations to DATABASE_URL (a one-off step, never part of boot)
 	$(BIN)/flask --app wsgi db upgrade
 
+# This machine's pip.conf index and wheel paths must not leak into the lock files.
+PIP_COMPILE := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+
 lock: $(VENV)/.dev ## Re-pin requirements*.txt (with hashes) from requirements*.in
-	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements.txt requirements.in
-	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -o requirements-dev.txt requirements-dev.in
+	$(BIN)/pip-compile $(PIP_COMPILE) -o requirements.txt requirements.in
+	$(BIN)/pip-compile $(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache instance

@@ -40,7 +40,7 @@ timeout = int(env("GUNICORN_TIMEOUT", "30"))
 # must be longer, or Docker SIGKILLs them mid-request. Default: 30.
 graceful_timeout = int(env("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # Idle keep-alive connections from nginx stay open this long. It must exceed nginx's upstream
-# keepalive_timeout (60s), so nginx always closes first and never reuses a socket Gunicorn is
+# keepalive_timeout (10s), so nginx always closes first and never reuses a socket Gunicorn is
 # closing. Default: 2.
 keepalive = int(env("GUNICORN_KEEPALIVE", "75"))
 # Recycle each worker after about this many requests, to cap slow memory growth; the jitter

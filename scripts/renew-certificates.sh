@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+### Renew the Let's Encrypt certificates that are due, then reload nginx.
+### Usage: scripts/renew-certificates.sh [--dry-run]
+###   Run on the server from the directory holding the Compose files and .env,
+###   e.g. daily from root's crontab:
+###     17 3 * * * cd /srv/flask-kit && scripts/renew-certificates.sh >>/var/log/flask-kit-renew.log 2>&1
+###   certbot renews only certificates within 30 days of expiry, so a daily run
+###   is cheap. The deploy hook recorded when the certificate was issued
+###   (docs/deploy.md) copies a renewed one into the volume nginx reads; the
+###   reload makes nginx use it without dropping connections.
+###   --dry-run  rehearse against Let's Encrypt's staging server; changes nothing
+###   COMPOSE    the Compose command (default: docker compose)
+set -o errexit -o nounset -o pipefail
+
+usage() { sed -n 's/^### \{0,1\}//p' "$0"; }
+die() {
+  echo "renew-certificates: error: $*" >&2
+  exit 1
+}
+
+certbot_args=(renew --non-interactive)
+if [[ $# -gt 1 ]]; then
+  usage >&2
+  exit 2
+fi
+case "${1:-}" in
+  "") ;;
+  --dry-run) certbot_args+=(--dry-run) ;;
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
+
+[[ -f docker-compose.yml && -f docker-compose.prod.yml ]] ||
+  die "run from the directory that holds docker-compose.yml and docker-compose.prod.yml (now: $PWD)"
+
+read -r -a compose <<<"${COMPOSE:-docker compose}"
+compose+=(--file docker-compose.yml --file docker-compose.prod.yml)
+
+echo "renew-certificates: certbot ${certbot_args[*]}"
+"${compose[@]}" run --rm certbot "${certbot_args[@]}"
+echo "renew-certificates: reloading nginx"
+"${compose[@]}" exec -T nginx nginx -s reload
+echo "renew-certificates: done"

@@ -1,0 +1,237 @@
+"""Static checks of the deployment files: linters, and the Compose model as Compose itself
+resolves it (`docker compose config`, no engine needed). Fast: no containers start."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+DEV = REPO / "docker-compose.yml"
+PROD = REPO / "docker-compose.prod.yml"
+GUNICORN_GRACEFUL_TIMEOUT = 30
+
+# Every variable production refuses to start without, with a sample value.
+PROD_REQUIRED = {
+    "REGISTRY": "registry.example.com/acme",
+    "TAG": "0123456789abcdef0123456789abcdef01234567",
+    "SECRET_KEY": "4f1c0d9a8e7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b",
+    "POSTGRES_PASSWORD": "9c8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f",
+    "REDIS_PASSWORD": "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d",
+    "DOMAIN": "app.example.com",
+}
+# Variables the Compose files read; cleared so the developer's shell cannot leak in.
+COMPOSE_VARIABLES = {*PROD_REQUIRED, "WEB_IMAGE", "BASE_IMAGE", "WHEELHOUSE", "GIT_SHA", "POSTGRES_IMAGE",
+                     "REDIS_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "HTTP_PORT", "HTTPS_PORT", "LOG_LEVEL",
+                     "NGINX_SERVER_NAME", "SENTRY_DSN"}
+
+
+def tool(name: str) -> str:
+    path = VENV_BIN / name
+    assert path.exists(), f"{path} is missing: reinstall requirements-dev.txt into the venv"
+    return str(path)
+
+
+def compose_config(*files: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in COMPOSE_VARIABLES and not k.startswith(("COMPOSE_", "DOCKER_"))}
+    args = [tool("docker-compose")]
+    for file in files:
+        args += ["--file", str(file)]
+    # --env-file /dev/null: a developer's .env must not change what is checked.
+    args += ["--env-file", os.devnull, "config", "--format", "json"]
+    return subprocess.run(args, env={**clean, **(env or {})}, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+
+
+def model(*files: Path, env: dict[str, str] | None = None) -> dict:
+    result = compose_config(*files, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def shell_scripts() -> list[Path]:
+    skip = {".git", ".venv", "build", "node_modules"}
+    found = {p for p in REPO.rglob("*.sh") if not skip & set(p.relative_to(REPO).parts)}
+    found |= {p for p in (REPO / "scripts").iterdir() if p.is_file()}
+    return sorted(found)
+
+
+# --- linters ------------------------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(REPO)))
+def test_shell_script_passes_shellcheck(script):
+    result = subprocess.run([tool("shellcheck"), str(script)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_pass_actionlint():
+    workflows = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))
+    if not workflows:
+        pytest.skip("the repo has no .github/workflows to lint")
+    result = subprocess.run([tool("actionlint"), *map(str, workflows)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+INSTRUCTIONS = "\n".join(ln for ln in DOCKERFILE.splitlines() if not ln.lstrip().startswith("#"))
+
+
+def test_dockerfile_works_with_the_classic_builder():
+    assert not re.search(r"^#\s*syntax=", DOCKERFILE, re.M), "no # syntax= line: BuildKit is not available"
+    assert "--mount" not in INSTRUCTIONS
+    assert "<<" not in INSTRUCTIONS, "no heredocs"
+
+
+def test_dockerfile_pins_the_base_and_runs_as_uid_10001():
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim-bookworm$", DOCKERFILE, re.M)
+    assert re.search(r"^USER 10001:10001$", DOCKERFILE, re.M)
+    assert 'CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]' in DOCKERFILE
+    assert re.search(r"^ENTRYPOINT \[", DOCKERFILE, re.M), "exec form, so gunicorn gets SIGTERM"
+    assert "--require-hashes" in DOCKERFILE
+
+
+def test_dockerignore_allows_only_what_the_image_needs():
+    lines = [ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "*", "allow-list: everything else (.env*, .git, tests, .venv, docs) stays out"
+    allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
+    assert allowed == {"app", "migrations", "wsgi.py", "gunicorn.conf.py", "requirements.txt",
+                       "scripts/docker-entrypoint.sh", "build/wheels"}
+    assert "**/.env*" in lines
+
+
+# --- docker-compose.yml (development) -----------------------------------------------------
+
+def test_dev_compose_is_valid_with_no_env_at_all():
+    result = compose_config(DEV)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dev_publishes_only_nginx_and_only_on_loopback():
+    services = model(DEV)["services"]
+    published = {name: svc.get("ports", []) for name, svc in services.items() if svc.get("ports")}
+    assert set(published) == {"nginx"}
+    assert {(p["host_ip"], p["target"]) for p in published["nginx"]} == {("127.0.0.1", 80), ("127.0.0.1", 443)}
+
+
+def test_dev_web_waits_for_migrate_and_healthy_servers():
+    services = model(DEV)["services"]
+    depends = services["web"]["depends_on"]
+    assert depends["migrate"]["condition"] == "service_completed_successfully"
+    assert depends["db"]["condition"] == depends["redis"]["condition"] == "service_healthy"
+    assert services["nginx"]["depends_on"]["web"]["condition"] == "service_healthy"
+    assert services["migrate"]["command"] == ["flask", "--app", "wsgi", "db", "upgrade"]
+    assert services["migrate"]["image"] == services["web"]["image"]
+    for name in ("db", "redis", "web", "nginx"):
+        assert not services[name]["healthcheck"].get("disable"), name
+
+
+def test_dev_stop_grace_outlasts_gunicorns_graceful_timeout():
+    web = model(DEV)["services"]["web"]
+    assert web["environment"]["GUNICORN_GRACEFUL_TIMEOUT"] == str(GUNICORN_GRACEFUL_TIMEOUT)
+    seconds = int(re.fullmatch(r"(\d+)s", web["stop_grace_period"]).group(1))
+    assert seconds > GUNICORN_GRACEFUL_TIMEOUT
+
+
+def test_dev_images_are_overridable():
+    env = {"WEB_IMAGE": "w:1", "POSTGRES_IMAGE": "p:1", "REDIS_IMAGE": "r:1", "NGINX_IMAGE": "n:1",
+           "BASE_IMAGE": "b:1", "WHEELHOUSE": "build/wheels", "GIT_SHA": "abc"}
+    services = model(DEV, env=env)["services"]
+    assert [services[s]["image"] for s in ("web", "migrate", "db", "redis", "nginx")] == \
+        ["w:1", "w:1", "p:1", "r:1", "n:1"]
+    assert services["web"]["build"]["args"] == {"BASE_IMAGE": "b:1", "WHEELHOUSE": "build/wheels", "GIT_SHA": "abc"}
+
+
+# --- docker-compose.prod.yml --------------------------------------------------------------
+
+def test_prod_is_valid_with_the_required_variables():
+    result = compose_config(DEV, PROD, env=PROD_REQUIRED)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(PROD_REQUIRED))
+def test_prod_refuses_to_start_without_a_required_variable(missing):
+    env = {k: v for k, v in PROD_REQUIRED.items() if k != missing}
+    result = compose_config(DEV, PROD, env=env)
+    assert result.returncode != 0
+    assert f"required variable {missing} is missing a value" in result.stderr
+
+
+def test_prod_runs_the_exact_registry_image_and_never_builds():
+    services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
+    expected = f"{PROD_REQUIRED['REGISTRY']}/flask-kit-web:{PROD_REQUIRED['TAG']}"
+    for name in ("web", "migrate"):
+        assert services[name]["image"] == expected
+        assert "build" not in services[name]
+        env = services[name]["environment"]
+        assert env["APP_ENV"] == "production"
+        assert env["SECRET_KEY"] == PROD_REQUIRED["SECRET_KEY"]
+        assert PROD_REQUIRED["POSTGRES_PASSWORD"] in env["DATABASE_URL"]
+        assert PROD_REQUIRED["REDIS_PASSWORD"] in env["REDIS_URL"]
+    assert services["migrate"]["restart"] == "no"
+
+
+def test_prod_publishes_only_nginx_on_all_interfaces():
+    services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
+    published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+    assert set(published) == {"nginx"}
+    assert {(p.get("host_ip"), p["target"], p["published"]) for p in published["nginx"]} == \
+        {(None, 80, "80"), (None, 443, "443")}
+
+
+def test_prod_keeps_the_redis_password_off_command_lines():
+    redis = model(DEV, PROD, env=PROD_REQUIRED)["services"]["redis"]
+    assert redis["environment"]["REDIS_PASSWORD"] == PROD_REQUIRED["REDIS_PASSWORD"]
+    assert PROD_REQUIRED["REDIS_PASSWORD"] not in json.dumps([redis["entrypoint"], redis["command"]])
+    assert "requirepass" in redis["entrypoint"][2]
+
+
+@pytest.mark.parametrize("name", ["db", "redis", "migrate", "web", "nginx"])
+def test_prod_hardens_every_long_running_service(name):
+    svc = model(DEV, PROD, env=PROD_REQUIRED)["services"][name]
+    assert svc["read_only"] is True
+    assert svc["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in svc["security_opt"]
+    assert svc["logging"]["driver"] == "json-file"
+    assert {"max-size", "max-file"} <= set(svc["logging"]["options"])
+    assert svc["mem_limit"] and svc["cpus"] and svc["pids_limit"]
+    assert svc["restart"] == ("no" if name == "migrate" else "unless-stopped")
+
+
+def test_prod_adds_back_only_the_capabilities_nginx_needs():
+    nginx = model(DEV, PROD, env=PROD_REQUIRED)["services"]["nginx"]
+    assert set(nginx["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "SETUID", "SETGID", "NET_BIND_SERVICE"}
+    assert model(DEV, PROD, env=PROD_REQUIRED)["services"]["web"].get("cap_add") is None
+
+
+def test_prod_certbot_shares_the_webroot_with_nginx_and_is_a_tool():
+    services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
+    certbot = services.get("certbot")
+    # `config` lists profiled services only when their profile is active
+    if certbot is None:
+        result = subprocess.run(
+            [tool("docker-compose"), "--file", str(DEV), "--file", str(PROD), "--env-file", os.devnull,
+             "--profile", "tools", "config", "--format", "json"],
+            env={**os.environ, **PROD_REQUIRED}, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        certbot = json.loads(result.stdout)["services"]["certbot"]
+    assert certbot["profiles"] == ["tools"]
+    webroot = {v["source"]: v for v in certbot["volumes"]}["certbot-webroot"]
+    assert webroot["target"] == "/var/www/certbot"
+    nginx_webroot = {v["source"]: v for v in services["nginx"]["volumes"] if v["type"] == "volume"}
+    assert nginx_webroot["certbot-webroot"]["target"] == services["nginx"]["environment"]["NGINX_ACME_ROOT"]
