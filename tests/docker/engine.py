@@ -231,7 +231,7 @@ def _unmount_below(root: Path) -> None:
 def build_standins(engine: DockerEngine) -> dict[str, str]:
     """Build every stand-in (layer cache makes repeats instant); returns the Compose image variables."""
     ensure_base_image(engine)
-    for variable, image in STANDIN_IMAGES.items():
+    for image in STANDIN_IMAGES.values():
         name = image.split("/", 1)[1].split(":", 1)[0]
         # --network host: RUN apt-get reaches Debian's mirror exactly as the host does.
         engine.docker("build", "--quiet", "--network", "host", "--tag", image, str(STANDINS / name), capture=True)

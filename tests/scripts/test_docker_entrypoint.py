@@ -26,9 +26,9 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> s
 
 def test_execs_the_command_when_nothing_needs_waiting_for():
     # exec: the command replaces the script, so it keeps the script's PID (PID 1 in a container)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
     proc = subprocess.Popen([str(ENTRYPOINT), "sh", "-c", 'echo "$$ $1|$2"', "sh", "a b", "c"],
-                            stdout=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))})
+                            stdout=subprocess.PIPE, text=True, env=env)
     output, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert output.strip() == f"{proc.pid} a b|c"

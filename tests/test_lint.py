@@ -1,0 +1,14 @@
+"""Python lint over the whole repo (rules in pyproject.toml), so a dead import fails CI."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_python_passes_ruff():
+    result = subprocess.run([str(Path(sys.executable).parent / "ruff"), "check", "--output-format", "concise", "."],
+                            cwd=REPO, capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
