@@ -15,10 +15,7 @@ import http.client
 import threading
 import time
 
-from flask_migrate import upgrade
-
-from app import create_app
-from app.extensions import db
+from tests.support.schema import migrate_to_head
 from tests.support.servers import GunicornServer, PostgresServer, RedisServer
 
 
@@ -56,10 +53,7 @@ def main() -> None:
         postgres.start()
         redis.start()
         url = postgres.create_database("bench")
-        app = create_app({"APP_ENV": "testing", "DATABASE_URL": url})
-        with app.app_context():
-            upgrade()
-            db.engine.dispose()
+        migrate_to_head(url)
         gunicorn = GunicornServer({"APP_ENV": "testing", "DATABASE_URL": url, "REDIS_URL": redis.url,
                                    "WEB_CONCURRENCY": str(options.workers), "HEALTH_CACHE_TTL": str(options.ttl),
                                    "LOG_LEVEL": "warning"})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from flask_migrate import upgrade
 
 from app import create_app
+from tests.support.schema import migrate_to_head
 from tests.support.servers import GunicornServer, PostgresServer, RedisServer
 
 TEMPLATE_DATABASE = "kit_template"
@@ -32,13 +32,7 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def migrated_template(postgres_server) -> str:
     """A database at the migration head; each test gets a copy of it, which is fast."""
-    url = postgres_server.create_database(TEMPLATE_DATABASE)
-    app = create_app({"APP_ENV": "testing", "DATABASE_URL": url})
-    with app.app_context():
-        upgrade()
-        from app.extensions import db
-
-        db.engine.dispose()
+    migrate_to_head(postgres_server.create_database(TEMPLATE_DATABASE))
     return TEMPLATE_DATABASE
 
 

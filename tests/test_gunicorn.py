@@ -12,10 +12,8 @@ import urllib.request
 from http.cookiejar import CookieJar
 
 import pytest
-from flask_migrate import upgrade
 
-from app import create_app
-from app.extensions import db
+from tests.support.schema import migrate_to_head
 from tests.support.servers import REPO, VENV_BIN, PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -106,10 +104,7 @@ def own_postgres():
     server = PostgresServer()
     server.start()
     url = server.create_database("kit")
-    app = create_app({"APP_ENV": "testing", "DATABASE_URL": url})
-    with app.app_context():
-        upgrade()
-        db.engine.dispose()
+    migrate_to_head(url)
     yield server, url
     server.close()
 

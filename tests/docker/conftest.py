@@ -18,6 +18,8 @@ def docker_engine(tmp_path_factory) -> Iterator[DockerEngine]:
     try:
         yield engine
     finally:
+        # Each run builds a new web image; untagged old ones would pile up in the cached data root.
+        engine.docker("image", "prune", "--force", check=False, capture=True)
         engine.stop()
 
 
