@@ -17,7 +17,10 @@ PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --require-
 
 # Stamps: reinstall only when a lock file changes. `run` needs the runtime set only.
 $(VENV)/.runtime: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "error: $(PYTHON) is older than 3.11; fix: install Python 3.11+ or run make PYTHON=python3.11 ..." >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "error: cannot create $(VENV); fix: sudo apt-get install python3-venv" >&2; exit 1; }
 	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
