@@ -33,6 +33,10 @@ missing=()
 for cmd in "${!needed[@]}"; do
   have "$cmd" || missing+=("${needed[$cmd]}")
 done
+
+# debootstrap verifies Debian's release signature with this keyring; Ubuntu lacks it by default.
+[[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
+
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
@@ -46,5 +50,5 @@ echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian's packages start their services on install; the suite runs its own
-# instances on free ports, so leave the system ones as the admin configured them.
+# Debian may start the services it installs (redis on 6379, nginx on 80); the suite
+# never talks to them: it starts its own on free loopback ports.
