@@ -74,9 +74,12 @@ class Readiness:
     def _probe(self) -> dict:
         self.probe_count += 1
         database = "postgres" if db.engine.dialect.name == "postgresql" else db.engine.dialect.name
+        database_check = self._check(self._ping_database)
+        # an unreachable database would only make the schema check wait out a second timeout
+        schema_probe = self._check_schema_revision if database_check[0]["status"] == "pass" else self._database_down
         checks = {
-            f"{database}:responseTime": self._check(self._ping_database),
-            "migrations:head": self._check(self._check_schema_revision),
+            f"{database}:responseTime": database_check,
+            "migrations:head": self._check(schema_probe),
             "redis:responseTime": self._check(self._ping_redis),
         }
         statuses = {entry[0]["status"] for entry in checks.values()}
@@ -125,6 +128,10 @@ class Readiness:
             # a newer release migrated first: this code may still run against the expanded schema
             return "warn", "database is ahead of this release's migrations"
         return "fail", "database schema is behind: run `flask --app wsgi db upgrade`"
+
+    @staticmethod
+    def _database_down():
+        return "fail", "not checked: the database is unavailable"
 
     def _ping_redis(self):
         client = self.app.extensions["redis"]

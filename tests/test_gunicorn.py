@@ -138,3 +138,31 @@ def test_postgres_outage_and_recovery_without_restart(start_gunicorn, own_postgr
         assert time.monotonic() < deadline, "readiness did not recover within 5 s"
         time.sleep(0.1)
     assert get(f"{server.url}/api/notes", opener=opener)[0] == 200
+
+
+def test_a_hung_database_fails_readiness_at_the_check_timeout(start_gunicorn, own_postgres, redis_url):
+    """Postgres frozen, not down: connections hang, and only the per-check timeout
+    (HEALTH_CHECK_TIMEOUT, 1 s) bounds the answer."""
+    postgres, database_url = own_postgres
+    server = start_gunicorn({"APP_ENV": "testing", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                             "WEB_CONCURRENCY": "1", "HEALTH_CACHE_TTL": "0.5"})
+    assert get(f"{server.url}/health/ready")[0] == 200
+
+    postgres.freeze()
+    try:
+        time.sleep(0.6)  # past the readiness cache TTL
+        # bounds on timeouts, not timings: either answer must come back before urllib gives up
+        ready_status, _, ready_body = get(f"{server.url}/health/ready", timeout=2.5)
+        health_status = get(f"{server.url}/health", timeout=1)[0]
+    finally:
+        postgres.thaw()
+
+    assert health_status == 200
+    assert ready_status == 503
+    checks = json.loads(ready_body)["checks"]
+    assert checks["postgres:responseTime"][0]["output"] == "timed out after 1 s"
+    assert checks["redis:responseTime"][0]["status"] == "pass"
+    deadline = time.monotonic() + 5
+    while get(f"{server.url}/health/ready")[0] != 200:
+        assert time.monotonic() < deadline, "readiness did not recover within 5 s"
+        time.sleep(0.1)

@@ -54,6 +54,7 @@ def test_not_ready_names_the_failing_component_without_secrets(redis_url, postgr
     body = response.json
     assert body["status"] == "fail"
     assert body["checks"]["postgres:responseTime"][0]["status"] == "fail"
+    assert body["checks"]["migrations:head"][0]["output"] == "not checked: the database is unavailable"
     assert body["checks"]["redis:responseTime"][0]["status"] == "pass"
     text_body = response.get_data(as_text=True)
     assert "hunter2" not in text_body and "Traceback" not in text_body

@@ -53,6 +53,19 @@ def port_open(port: int) -> bool:
         return False
 
 
+def child_pids(parent: int) -> list[int]:
+    """Direct children of one process, from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
+
+
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
     """Stop one child by its PID: the given signal first, SIGKILL if it outlives the timeout."""
     if proc.poll() is None:
@@ -119,6 +132,18 @@ class PostgresServer:
         # SIGINT is PostgreSQL's "fast shutdown": it disconnects clients instead of waiting for them.
         if self.proc:
             stop_process(self.proc, signal.SIGINT)
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and its backends: connections hang instead of being refused,
+        as with a network partition or a paused container."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in [self.proc.pid, *child_pids(self.proc.pid)]:
+            os.kill(pid, sig)
 
     @property
     def log(self) -> Path:
