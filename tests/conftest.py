@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+import redis
 
 from app import create_app
 from tests.support.schema import migrate_to_head
@@ -47,13 +48,7 @@ def database_url(postgres_server, migrated_template):
 @pytest.fixture
 def redis_url(redis_server):
     yield redis_server.url
-    redis_server_flush(redis_server)
-
-
-def redis_server_flush(server: RedisServer) -> None:
-    import redis
-
-    with redis.Redis.from_url(server.url) as client:
+    with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
 
 

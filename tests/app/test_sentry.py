@@ -67,5 +67,12 @@ def test_unhandled_error_reaches_sentry_with_environment_and_release(app_env, se
     assert "t0ken" not in request and "private" not in request
 
 
-def test_without_a_dsn_sentry_stays_off(app):
-    assert sentry_sdk.get_client().dsn is None
+def test_without_a_dsn_the_app_leaves_sentry_alone(app_env, sentry_endpoint):
+    """A client set up before the app (by a test here, by another library in real life) is not
+    replaced by a disabled one: without SENTRY_DSN the factory does not call sentry_sdk.init."""
+    dsn, _ = sentry_endpoint
+    sentry_sdk.init(dsn=dsn)
+
+    create_app(app_env)
+
+    assert sentry_sdk.get_client().dsn == dsn
