@@ -15,8 +15,7 @@ import http.client
 import threading
 import time
 
-from tests.support.schema import migrate_to_head
-from tests.support.servers import GunicornServer, PostgresServer, RedisServer
+from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 
 
 def poll(port: int, until: float, counts: list[int]) -> None:

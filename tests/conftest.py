@@ -8,8 +8,7 @@ import pytest
 import redis
 
 from app import create_app
-from tests.support.schema import migrate_to_head
-from tests.support.servers import GunicornServer, PostgresServer, RedisServer
+from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 
 TEMPLATE_DATABASE = "kit_template"
 

@@ -13,8 +13,8 @@ from http.cookiejar import CookieJar
 
 import pytest
 
-from tests.support.schema import migrate_to_head
-from tests.support.servers import REPO, VENV_BIN, PostgresServer
+from harness import REPO, VENV_BIN
+from harness.servers import PostgresServer, migrate_to_head
 
 pytestmark = pytest.mark.slow
 

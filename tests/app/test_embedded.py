@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.support.servers import REPO
+from harness import REPO
 
 
 def test_embedded_default_serves_the_api_with_no_servers(tmp_path):

@@ -70,7 +70,7 @@ def test_unexpected_error_is_500_without_traceback(app, client):
 @pytest.fixture
 def unreachable_env(postgres_server):
     """Ports with nothing listening: both backing services are down."""
-    from tests.support.servers import free_port
+    from harness.process import free_port
 
     return {
         "APP_ENV": "testing",

@@ -5,7 +5,7 @@ from sqlalchemy import event, text
 
 from app import create_app
 from app.extensions import db
-from tests.support.servers import free_port
+from harness.process import free_port
 
 
 def test_liveness_does_no_io(postgres_server):

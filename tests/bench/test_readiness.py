@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tests.support.servers import REPO
+from harness import REPO
 
 pytestmark = pytest.mark.slow
 

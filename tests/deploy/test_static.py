@@ -7,13 +7,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
+from harness import REPO, VENV_BIN
+
 DEV = REPO / "docker-compose.yml"
 PROD = REPO / "docker-compose.prod.yml"
 GUNICORN_GRACEFUL_TIMEOUT = 30

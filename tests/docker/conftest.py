@@ -1,13 +1,24 @@
 """Session fixtures for the container tests: a private dockerd, stand-in base images, a
-wheelhouse. Everything here is stopped or removed by the fixture that started it."""
+wheelhouse, and the web image built once. Everything here is stopped or removed by the
+fixture that started it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from tests.docker.engine import DockerEngine, build_standins, build_wheelhouse
+from harness.compose import Stack
+from harness.docker import DockerEngine, build_standins, build_wheelhouse
+
+
+@dataclass(frozen=True)
+class WebImage:
+    name: str
+    git_sha: str
+    build_env: dict[str, str]
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +43,13 @@ def base_images(docker_engine) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def wheelhouse() -> str:
     return build_wheelhouse()
+
+
+@pytest.fixture(scope="session")
+def web_image(docker_engine, base_images, wheelhouse) -> WebImage:
+    """The web image, built once from this checkout the way CI builds it (layer cache: seconds)."""
+    image = WebImage("flask-kit-web:e2e", "e2e0123456789abcdef", {})
+    build_env = {**docker_engine.env, **base_images, "WHEELHOUSE": wheelhouse, "WEB_IMAGE": image.name,
+                 "GIT_SHA": image.git_sha}
+    Stack(docker_engine, f"fk-build-{os.getpid()}", build_env, 0, 0).compose("build", "web")
+    return WebImage(image.name, image.git_sha, build_env)

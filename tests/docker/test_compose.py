@@ -11,26 +11,22 @@ import uuid
 
 import pytest
 
-from tests.docker.engine import REPO, DockerEngine
-from tests.docker.stack import SERVER_NAME, Stack
-from tests.support.servers import free_port
+from harness import REPO
+from harness.compose import Stack
+from harness.docker import DockerEngine
+from harness.https import SERVER_NAME
+from harness.process import free_port
+from harness.wait import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-WEB_IMAGE = "flask-kit-web:e2e"
-GIT_SHA = "e2e0123456789abcdef"
 APP_UID = "10001"
 
 
 @pytest.fixture(scope="module")
-def stack(docker_engine, base_images, wheelhouse):
-    env = {
-        **docker_engine.env,
-        **base_images,  # BASE_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, NGINX_IMAGE -> local stand-ins
-        "WHEELHOUSE": wheelhouse,
-        "WEB_IMAGE": WEB_IMAGE,
-        "GIT_SHA": GIT_SHA,
-    }
+def stack(docker_engine, web_image):
+    # BASE_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, NGINX_IMAGE -> local stand-ins; WEB_IMAGE, GIT_SHA
+    env = dict(web_image.build_env)
     stack = Stack(docker_engine, f"fk-e2e-{os.getpid()}", env, free_port(), free_port())
     env.update(HTTP_PORT=str(stack.http_port), HTTPS_PORT=str(stack.https_port))
     try:
@@ -93,13 +89,13 @@ def test_request_id_is_echoed(stack):
     assert generated.headers["X-Request-ID"] not in ("", "not valid!")
 
 
-def test_web_runs_gunicorn_as_pid_1_under_uid_10001(stack):
+def test_web_runs_gunicorn_as_pid_1_under_uid_10001(stack, web_image):
     assert stack.compose("exec", "-T", "web", "id", "-u").stdout.strip() == APP_UID
     cmdline = stack.compose("exec", "-T", "web", "cat", "/proc/1/cmdline").stdout.split("\0")
     assert "gunicorn" in cmdline[1] or "gunicorn" in cmdline[0], cmdline
     assert stack.inspect("web", "{{.Config.User}}") == f"{APP_UID}:{APP_UID}"
     env = stack.compose("exec", "-T", "web", "printenv", "APP_RELEASE").stdout.strip()
-    assert env == GIT_SHA
+    assert env == web_image.git_sha
 
 
 def test_image_holds_no_tests_env_files_or_wheelhouse(stack):
@@ -107,7 +103,7 @@ def test_image_holds_no_tests_env_files_or_wheelhouse(stack):
     assert sorted(listing) == ["app", "gunicorn.conf.py", "migrations", "wsgi.py"]
 
 
-def test_image_healthcheck_fails_on_a_non_2xx_health(stack):
+def test_image_healthcheck_fails_on_a_non_2xx_health(stack, web_image):
     """Run the built image with a stand-in server on :8000 that answers /health with 500,
     then 200: Docker's health status must follow, through the image's own HEALTHCHECK."""
     server = (
@@ -123,7 +119,7 @@ def test_image_healthcheck_fails_on_a_non_2xx_health(stack):
     # start period 1ms: 0s would mean "inherit the image's 20 s", when failures do not count
     stack.engine.docker("run", "--detach", "--name", name, "--network", "none", "--health-interval", "1s",
                         "--health-retries", "1", "--health-start-period", "1ms", "--entrypoint", "python",
-                        WEB_IMAGE, "-c", server, capture=True)
+                        web_image.name, "-c", server, capture=True)
     try:
         assert _wait_health(stack.engine, name, "unhealthy") == "unhealthy"
         stack.engine.docker("exec", name, "sh", "-c", "echo 200 > /tmp/status", capture=True)
@@ -133,15 +129,11 @@ def test_image_healthcheck_fails_on_a_non_2xx_health(stack):
 
 
 def _wait_health(engine: DockerEngine, container: str, wanted: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    status = ""
-    while time.monotonic() < deadline:
-        status = engine.docker("inspect", "--format", "{{.State.Health.Status}}", container,
-                               capture=True).stdout.decode().strip()
-        if status == wanted:
-            break
-        time.sleep(0.5)
-    return status
+    def status() -> str:
+        return engine.docker("inspect", "--format", "{{.State.Health.Status}}", container,
+                             capture=True).stdout.decode().strip()
+
+    return wait_for(lambda: status() == wanted and wanted, timeout, f"{container} {wanted}", interval=0.5)
 
 
 def test_stop_lets_the_in_flight_request_finish_and_exits_0(stack):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.engine import REPO
-from tests.docker.stack import DEV_FILES, SERVER_NAME, Stack
-from tests.docker.test_compose import GIT_SHA, WEB_IMAGE
-from tests.support.servers import free_port
+from harness import REPO
+from harness.compose import DEV_FILES, Stack
+from harness.https import SERVER_NAME
+from harness.process import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -32,13 +32,10 @@ FILES = (*DEV_FILES, REPO / "docker-compose.prod.yml", Path(__file__).with_name(
 
 
 @pytest.fixture(scope="module")
-def prod(docker_engine, base_images, wheelhouse):
-    build_env = {**docker_engine.env, **base_images, "WHEELHOUSE": wheelhouse, "WEB_IMAGE": WEB_IMAGE,
-                 "GIT_SHA": GIT_SHA}
-    # CI's job: build the image once (layer cache: instant after the dev tests), push it
-    # under the registry name; the production file then only runs that exact tag.
-    Stack(docker_engine, f"fk-build-{os.getpid()}", build_env, 0, 0).compose("build", "web")
-    docker_engine.docker("tag", WEB_IMAGE, f"{REGISTRY}/flask-kit-web:{TAG}", capture=True)
+def prod(docker_engine, base_images, web_image):
+    # CI's job: build the image once, push it under the registry name; the production file
+    # then only runs that exact tag.
+    docker_engine.docker("tag", web_image.name, f"{REGISTRY}/flask-kit-web:{TAG}", capture=True)
     env = {**docker_engine.env, **base_images, **PROD_ENV}
     stack = Stack(docker_engine, f"fk-prod-{os.getpid()}", env, free_port(), free_port(), files=FILES, up_args=())
     env.update(HTTP_PORT=str(stack.http_port), HTTPS_PORT=str(stack.https_port))
@@ -54,10 +51,10 @@ def prod(docker_engine, base_images, wheelhouse):
         docker_engine.docker("rmi", f"{REGISTRY}/flask-kit-web:{TAG}", check=False, capture=True)
 
 
-def test_prod_serves_the_app_over_https(prod):
+def test_prod_serves_the_app_over_https(prod, web_image):
     ready = prod.request("GET", "/health/ready")
     assert ready.status == 200, ready.body
-    assert ready.json()["releaseId"] == GIT_SHA
+    assert ready.json()["releaseId"] == web_image.git_sha
     credentials = {"email": f"prod-{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery staple"}
     assert prod.request("POST", "/api/auth/register", credentials).status == 201
     login = prod.request("POST", "/api/auth/login", credentials)

@@ -13,7 +13,7 @@ from sqlalchemy import inspect, text
 
 from app import create_app
 from app.extensions import db
-from tests.support.servers import REPO
+from harness import REPO
 
 
 @pytest.fixture

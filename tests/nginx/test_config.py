@@ -10,23 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import (
-    CERT_SCRIPT,
-    CONTAINER_ENV,
-    NGINX_DIR,
-    build_tree,
-    loopback_env,
-    make_certificate,
-    nginx_binary,
-    render,
-    template_variables,
-)
+from harness import VENV_BIN
+from harness.nginx import CERT_SCRIPT, NGINX_DIR, build_tree, loopback_env, make_certificate, render, template_variables
+from harness.process import find_binary
 
-SHELLCHECK = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "shellcheck"
+# The contract's template variables, with the values the container uses.
+CONTAINER_ENV = {
+    "NGINX_SERVER_NAME": "localhost",
+    "NGINX_UPSTREAM": "web:8000",
+    "NGINX_HTTP_PORT": "80",
+    "NGINX_HTTPS_PORT": "443",
+    "NGINX_CERT_DIR": "/etc/nginx/certs",
+    "NGINX_STATIC_ROOT": "/srv/static",
+    "NGINX_ACME_ROOT": "/var/www/certbot",
+}
+
+SHELLCHECK = VENV_BIN / "shellcheck"
 
 
 def nginx_version() -> tuple[int, ...]:
-    out = subprocess.run([nginx_binary(), "-v"], capture_output=True, text=True, check=True).stderr
+    out = subprocess.run([find_binary("nginx"), "-v"], capture_output=True, text=True, check=True).stderr
     return tuple(int(part) for part in re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", out).groups())
 
 

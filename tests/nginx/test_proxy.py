@@ -10,33 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import http.client
 import json
 import os
 import re
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import GunicornServer, free_port, port_open, stop_process, wait_for
-
-from .conftest import SERVER_NAME, NginxTree, build_tree, loopback_env, make_certificate, world_readable_prefix
+from harness import REPO, VENV_BIN
+from harness.https import SERVER_NAME, Client, Response
+from harness.nginx import NginxServer
+from harness.process import free_port
+from harness.servers import GunicornServer
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-# The real app plus /_test/error (raises) from the lead's test WSGI module.
+# The real app plus /_test/error (raises), from the test WSGI module.
 TEST_APP = "tests.support.testing_wsgi:app"
 MIB = 1024 * 1024
 
@@ -53,26 +50,17 @@ SECURITY_HEADERS = {
 
 
 @dataclass
-class Response:
-    status: int
-    headers: Message
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
-
-@dataclass
 class Stack:
-    tree: NginxTree
-    http_port: int
-    https_port: int
+    nginx: NginxServer
     gunicorn: GunicornServer | None
-    access_log: Path
 
     @property
     def cafile(self) -> str:
-        return self.tree.env["NGINX_CERT_DIR"] + "/fullchain.pem"
+        return self.nginx.cafile
+
+    @property
+    def access_log(self) -> Path:
+        return self.nginx.access_log
 
     def tls_context(self, verify: bool = True) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.cafile)
@@ -88,7 +76,7 @@ class Stack:
         context = self.tls_context(verify)
         if alpn:
             context.set_alpn_protocols(alpn)
-        raw = socket.create_connection(("127.0.0.1", self.https_port), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", self.nginx.https_port), timeout=10)
         try:
             return context.wrap_socket(raw, server_hostname=server_name)
         except BaseException:
@@ -96,42 +84,20 @@ class Stack:
             raise
 
     def https(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> Response:
-        connection = LoopbackHTTPSConnection(self, SERVER_NAME)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            reply = connection.getresponse()
-            return Response(reply.status, reply.headers, reply.read())
-        finally:
-            connection.close()
+        return self.nginx.client().request(method, path, body, headers)
 
     def http(self, method: str, path: str, headers: dict | None = None) -> Response:
-        connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=10)
-        try:
-            connection.request(method, path, headers={"Host": SERVER_NAME, **(headers or {})})
-            reply = connection.getresponse()
-            return Response(reply.status, reply.headers, reply.read())
-        finally:
-            connection.close()
+        return Client(self.nginx.http_port, https=False).request(method, path, headers=headers)
 
     def access_log_entries(self) -> list[dict]:
         return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
 
     def openssl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.https_port}", "-servername", SERVER_NAME, *args],
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.nginx.https_port}", "-servername", SERVER_NAME,
+             *args],
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
         )
-
-
-class LoopbackHTTPSConnection(http.client.HTTPConnection):
-    """HTTPS to 127.0.0.1 whatever the name: TLS with SNI and certificate check for `server_name`."""
-
-    def __init__(self, stack: Stack, server_name: str):
-        super().__init__(server_name, stack.https_port, timeout=10)
-        self.stack = stack
-
-    def connect(self):
-        self.sock = self.stack.tls_socket(self.host)
 
 
 def json_body(data) -> tuple[bytes, dict]:
@@ -147,14 +113,13 @@ def assert_security_headers(response: Response) -> None:
 
 def wait_until_not_limited(stack: Stack) -> None:
     """Let the /api/ rate-limit bucket drain (20 burst at 10 r/s: about 2 s), bounded."""
-    time.sleep(2.1)
-    wait_for(lambda: stack.https("GET", "/api/nope").status != 429, 10, "rate limit to drain")
+    wait_for(lambda: stack.https("GET", "/api/nope").status != 429, 10, "rate limit to drain", interval=0.5)
 
 
 def run_migrations(env: dict[str, str]) -> None:
     """The contract's one-off schema step, run exactly as operators run it."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "flask"), "--app", "wsgi", "db", "upgrade"],
+        [str(VENV_BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -162,28 +127,12 @@ def run_migrations(env: dict[str, str]) -> None:
 
 @contextlib.contextmanager
 def running_nginx(upstream_port: int, gunicorn: GunicornServer | None = None) -> Iterator[Stack]:
-    """The repo's nginx/ tree in the foreground (daemon off, so the Popen is the master),
-    proxying to 127.0.0.1:upstream_port; stopped by PID on exit."""
-    with contextlib.ExitStack() as cleanup:
-        prefix = cleanup.enter_context(world_readable_prefix())
-        http_port, https_port = free_port(), free_port()
-        env = loopback_env(prefix, upstream=f"127.0.0.1:{upstream_port}", http_port=http_port, https_port=https_port)
-        assert make_certificate(prefix / "certs").returncode == 0
-        write_file(prefix / "static" / "robots.txt", "User-agent: *\nDisallow:\n")
-        write_file(prefix / "acme" / ".well-known" / "acme-challenge" / "token-123", "token-123.thumbprint")
-        tree = build_tree(prefix, env)
-        access_log = prefix / "logs" / "access.log"
-        nginx = subprocess.Popen(
-            tree.command(directives="daemon off;"),
-            # nginx.conf logs access to /dev/stdout and errors to stderr
-            stdout=cleanup.enter_context(open(access_log, "ab")),
-            stderr=cleanup.enter_context(open(prefix / "logs" / "stderr.log", "ab")),
-        )
-        # SIGTERM is nginx's fast shutdown: the master stops its workers, then exits.
-        cleanup.callback(stop_process, nginx, signal.SIGTERM)
-        wait_for(lambda: nginx.poll() is None and port_open(https_port) and port_open(http_port), 15,
-                 f"nginx (see {prefix}/logs/stderr.log)")
-        yield Stack(tree, http_port, https_port, gunicorn, access_log)
+    nginx = NginxServer(upstream_port)
+    try:
+        nginx.start()
+        yield Stack(nginx, gunicorn)
+    finally:
+        nginx.close()
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +153,6 @@ def stack(postgres_server, redis_server) -> Iterator[Stack]:
         cleanup.callback(gunicorn.close)
         gunicorn.start()
         yield cleanup.enter_context(running_nginx(gunicorn.port, gunicorn))
-
-
-def write_file(path: Path, text: str) -> None:
-    """Create a file, and its directories, readable by nginx's unprivileged workers."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    path.write_text(text)
-    path.chmod(0o644)
 
 
 # --- HTTP port ------------------------------------------------------------------------------
@@ -248,7 +190,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def test_unknown_host_on_http_gets_no_response(stack):
-    with socket.create_connection(("127.0.0.1", stack.http_port), timeout=10) as sock:
+    with socket.create_connection(("127.0.0.1", stack.nginx.http_port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         assert read_all(sock) == b""  # 444: closed without a byte
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from harness import REPO
+
 SCRIPT = REPO / "scripts" / "deploy.sh"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 FILES = "--file docker-compose.yml --file docker-compose.prod.yml"

@@ -8,13 +8,12 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.support.servers import free_port
+from harness import REPO
+from harness.process import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 ENTRYPOINT = REPO / "scripts" / "docker-entrypoint.sh"
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from harness import REPO
+
 SCRIPT = REPO / "scripts" / "renew-certificates.sh"
 
 

@@ -1,4 +1,4 @@
-"""A private Docker engine for the suite, and the local base images it runs.
+"""A private Docker engine, and the local base images it runs.
 
 Docker Hub is unreachable here and BuildKit is missing, so the suite starts its own
 `dockerd` (classic builder) and builds stand-ins for python, postgres, redis and nginx
@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from . import REPO, VENV_BIN
+from .wait import wait_for
+
 STANDINS = Path(__file__).resolve().parent / "standins"
-VENV_BIN = Path(sys.executable).parent
 
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -112,15 +112,17 @@ class DockerEngine:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def answering() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dockerd exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.socket.exists() and self.docker("version", check=False, capture=True).returncode == 0:
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"dockerd not ready after {timeout} s:\n{self.log_tail()}")
+            return self.socket.exists() and self.docker("version", check=False, capture=True).returncode == 0
+
+        try:
+            wait_for(answering, timeout, "dockerd answering on its socket", interval=0.2)
+        except TimeoutError as error:
+            self.stop()
+            raise TimeoutError(f"{error}:\n{self.log_tail()}") from None
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM dockerd by PID; it stops its containers and the containerd it spawned."""
@@ -137,10 +139,9 @@ class DockerEngine:
         # dockerd normally takes containerd down with it; if not, stop that one PID.
         if containerd_pid and _alive(containerd_pid):
             os.kill(containerd_pid, signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while _alive(containerd_pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _alive(containerd_pid):
+            try:
+                wait_for(lambda: not _alive(containerd_pid), 10, "containerd to exit")
+            except TimeoutError:
                 os.kill(containerd_pid, signal.SIGKILL)
         # dockerd 20.10 leaves its netns/default nsfs mount behind; unmount it so the
         # temporary directory can be deleted.

@@ -1,81 +1,24 @@
-"""Real servers for the test suite: PostgreSQL, Redis and Gunicorn on free loopback ports.
+"""PostgreSQL, Redis and Gunicorn as real child processes on free loopback ports.
 
-Each server is a child process started from the local binaries and stopped by its PID.
+Each server is started from the local binaries, waited for by its observable state (a port,
+pg_isready, /health), and stopped by its PID. `freeze()` and `thaw()` SIGSTOP and SIGCONT a
+server: its kernel still accepts connections, but nothing answers, as with a partition.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def find_binary(name: str) -> str:
-    """Find a server binary on PATH or in Debian's versioned PostgreSQL directory."""
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
-    if not found:
-        raise RuntimeError(f"{name} is not installed: run scripts/install-servers.sh (make test does)")
-    return found
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def child_pids(parent: int) -> list[int]:
-    """Direct children of one process, from /proc."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended while we looked
-        if int(fields[1]) == parent:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-    """Stop one child by its PID: the given signal first, SIGKILL if it outlives the timeout."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+from . import REPO, VENV_BIN
+from .process import child_pids, find_binary, free_port, port_open, signal_tree, stop_process
+from .wait import wait_for
 
 
 class PostgresServer:
@@ -109,17 +52,21 @@ class PostgresServer:
     def database_url(self, name: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
+    @property
+    def log(self) -> Path:
+        return self.workdir / "postgres.log"
+
     def start(self) -> None:
-        with open(self.workdir / "postgres.log", "ab") as log:
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [find_binary("postgres"), "-D", str(self.datadir), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
-                 # durability is irrelevant for a throwaway test cluster; speed is not
+                 # durability is irrelevant for a throwaway cluster; speed is not
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                  *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]],
                 stdout=subprocess.DEVNULL, stderr=log, user=self.user,
             )
-        wait_for(lambda: self.proc.poll() is None and self._accepts(), 30, "postgres")
+        wait_for(lambda: self.proc.poll() is None and self._accepts(), 30, "postgres accepting connections")
 
     def _accepts(self) -> bool:
         result = subprocess.run(
@@ -133,21 +80,16 @@ class PostgresServer:
         if self.proc:
             stop_process(self.proc, signal.SIGINT)
 
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
     def freeze(self) -> None:
-        """SIGSTOP the server and its backends: connections hang instead of being refused,
-        as with a network partition or a paused container."""
-        self._signal_all(signal.SIGSTOP)
+        """SIGSTOP the postmaster and its backends: connections hang instead of being refused."""
+        signal_tree(self.proc.pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        self._signal_all(signal.SIGCONT)
-
-    def _signal_all(self, sig: int) -> None:
-        for pid in [self.proc.pid, *child_pids(self.proc.pid)]:
-            os.kill(pid, sig)
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / "postgres.log"
+        signal_tree(self.proc.pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Stop the server and delete its cluster."""
@@ -157,7 +99,7 @@ class PostgresServer:
     def psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
             [find_binary("psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.database_url(database), "-c", sql],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, timeout=60,
         )
         return result.stdout.strip()
 
@@ -187,17 +129,24 @@ class RedisServer:
                  "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "redis")
+        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "redis listening")
 
     def stop(self) -> None:
         if self.proc:
             stop_process(self.proc)
 
+    def freeze(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
 
 class GunicornServer:
     """The real Gunicorn with the repo's gunicorn.conf.py, serving on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], app_module: str = "wsgi:app", cwd: Path = REPO):
+    def __init__(self, env: dict[str, str], app_module: str = "wsgi:app", cwd: Path = REPO,
+                 config: Path = REPO / "gunicorn.conf.py"):
         self.port = free_port()
         self.logfile = Path(tempfile.mkstemp(prefix="gunicorn-", suffix=".log")[1])
         self.env = {
@@ -208,26 +157,30 @@ class GunicornServer:
         }
         self.app_module = app_module
         self.cwd = cwd
+        self.config = config
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30) -> None:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "--config", str(REPO / "gunicorn.conf.py"), self.app_module],
+                [str(VENV_BIN / "gunicorn"), "--config", str(self.config), self.app_module],
                 cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: self.proc.poll() is None and self._healthy(), 30, f"gunicorn ({self.logfile})")
+        wait_for(lambda: self.proc.poll() is None and self.healthy(), timeout, f"gunicorn /health ({self.logfile})")
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
         try:
             with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
                 return response.status == 200
         except OSError:
             return False
+
+    def worker_pids(self) -> list[int]:
+        return child_pids(self.proc.pid)
 
     def log_lines(self) -> list[str]:
         return self.logfile.read_text().splitlines()
@@ -239,3 +192,16 @@ class GunicornServer:
         """Stop the server and delete its log."""
         self.stop()
         self.logfile.unlink(missing_ok=True)
+
+
+def migrate_to_head(database_url: str) -> None:
+    """Bring a database to the migration head, the way `flask db upgrade` does."""
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+
+    app = create_app({"APP_ENV": "testing", "DATABASE_URL": database_url})
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()

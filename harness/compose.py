@@ -1,44 +1,17 @@
-"""Helpers for the container tests: a Compose project driven through the private engine,
-and an HTTP(S) client that only ever connects to 127.0.0.1."""
+"""A Compose project driven through the private engine, spoken to over HTTPS on 127.0.0.1."""
 
 from __future__ import annotations
 
-import http.client
-import json
-import socket
 import ssl
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.docker.engine import REPO, DockerEngine, compose_binary
+from . import REPO
+from .docker import DockerEngine, compose_binary
+from .https import SERVER_NAME, Client, Response, tls_context
 
-SERVER_NAME = "localhost"  # NGINX_SERVER_NAME's default in docker-compose.yml
 DEV_FILES = (REPO / "docker-compose.yml",)
-
-
-@dataclass
-class Response:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
-
-class LoopbackHTTPSConnection(http.client.HTTPSConnection):
-    """Connect to 127.0.0.1 while sending SNI and Host for the server's name: nginx refuses
-    TLS handshakes whose SNI is not its server_name (ssl_reject_handshake)."""
-
-    def connect(self):
-        sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
-
-
-class LoopbackHTTPConnection(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.create_connection(("127.0.0.1", self.port), self.timeout)
 
 
 @dataclass
@@ -51,7 +24,7 @@ class Stack:
     files: tuple[Path, ...] = DEV_FILES
     up_args: tuple[str, ...] = ("--build",)
     tls: ssl.SSLContext | None = None
-    cookies: dict[str, str] = field(default_factory=dict)
+    client: Client | None = None
 
     def compose_command(self, *args: str) -> list[str]:
         command = [compose_binary(), "--project-name", self.project]
@@ -73,30 +46,22 @@ class Stack:
         return self.engine.docker("inspect", "--format", template, self.container_id(service),
                                   capture=True).stdout.decode().strip()
 
+    @property
+    def cookies(self) -> dict[str, str]:
+        return self.client.cookies
+
+    def new_client(self, **options) -> Client:
+        """Another user agent for this stack, trusting its certificate, with its own cookies."""
+        return Client(self.https_port, self.tls, SERVER_NAME, **options)
+
     def request(self, method: str, path: str, body=None, headers: dict | None = None, *, https: bool = True,
                 timeout: float = 30) -> Response:
-        headers = dict(headers or {})
-        if body is not None and not isinstance(body, bytes):
-            body = json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        if self.cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        """One request from the stack's own client (which keeps its cookies), over HTTPS or HTTP."""
+        self.client.timeout = timeout
         if https:
-            conn = LoopbackHTTPSConnection(SERVER_NAME, self.https_port, timeout=timeout, context=self.tls)
-        else:
-            conn = LoopbackHTTPConnection(SERVER_NAME, self.http_port, timeout=timeout)
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            resp = conn.getresponse()
-            response = Response(resp.status, resp.headers, resp.read())
-        finally:
-            conn.close()
-        for value in response.headers.get_all("Set-Cookie") or []:
-            name, _, rest = value.partition("=")
-            self.cookies[name.strip()] = rest.split(";", 1)[0]
-        return response
-
-
+            return self.client.request(method, path, body, headers)
+        plain = Client(self.http_port, None, SERVER_NAME, https=False, timeout=timeout, cookies=self.client.cookies)
+        return plain.request(method, path, body, headers)
 
     def up(self) -> None:
         """`up --wait`; on failure, fail with compose's output and the services' last log lines."""
@@ -107,7 +72,8 @@ class Stack:
                                  f"\n--- logs ---\n{logs[-8000:]}")
         # Trust exactly the development certificate nginx generated on first start.
         cert = self.compose("exec", "-T", "nginx", "cat", "/etc/nginx/certs/fullchain.pem").stdout
-        self.tls = ssl.create_default_context(cadata=cert)
+        self.tls = tls_context(cadata=cert)
+        self.client = self.new_client(timeout=30)
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "45", check=False)

@@ -1,0 +1,122 @@
+"""HTTP(S) to a server on loopback under the site's name: the TCP connection goes to a
+127.0.0.0/8 address, while SNI and Host carry the name nginx serves (like curl --resolve).
+
+Optionally from a chosen source address (127.0.0.2, 127.0.0.3, ...), so several "clients"
+on one machine look like different peers to nginx's per-address limits.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+from dataclasses import dataclass, field
+from email.message import Message
+
+SERVER_NAME = "localhost"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class LoopbackHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to `address`:port with SNI and certificate check for `host` (the server name)."""
+
+    def __init__(self, host: str, port: int, *, context: ssl.SSLContext, address: str = "127.0.0.1",
+                 source: str | None = None, timeout: float = 10):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.address = address
+        self.source = source
+
+    def connect(self):
+        sock = socket.create_connection((self.address, self.port), self.timeout,
+                                        source_address=(self.source, 0) if self.source else None)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+class LoopbackHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP to `address`:port with Host `host`."""
+
+    def __init__(self, host: str, port: int, *, address: str = "127.0.0.1", source: str | None = None,
+                 timeout: float = 10):
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+        self.source = source
+
+    def connect(self):
+        self.sock = socket.create_connection((self.address, self.port), self.timeout,
+                                             source_address=(self.source, 0) if self.source else None)
+
+
+def tls_context(cafile: str | None = None, cadata: str | None = None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile, cadata=cadata)
+
+
+@dataclass
+class Client:
+    """One user agent: a server name and port, a cookie jar, and (optionally) one keep-alive
+    connection reused across requests. `https=False` speaks plain HTTP to the same name."""
+
+    port: int
+    context: ssl.SSLContext | None = None
+    server_name: str = SERVER_NAME
+    source: str | None = None
+    https: bool = True
+    timeout: float = 10
+    keep_alive: bool = False
+    cookies: dict[str, str] = field(default_factory=dict)
+    _connection: http.client.HTTPConnection | None = None
+
+    def connection(self) -> http.client.HTTPConnection:
+        if self.https:
+            return LoopbackHTTPSConnection(self.server_name, self.port, context=self.context, source=self.source,
+                                           timeout=self.timeout)
+        return LoopbackHTTPConnection(self.server_name, self.port, source=self.source, timeout=self.timeout)
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> Response:
+        """Send one request; a dict or list body goes as JSON. Cookies are sent and kept."""
+        headers = dict(headers or {})
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+            headers.setdefault("Content-Type", "application/json")
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        connection = self._connection if self.keep_alive and self._connection else self.connection()
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            reply = connection.getresponse()
+            response = Response(reply.status, reply.headers, reply.read())
+        except BaseException:
+            connection.close()
+            self._connection = None
+            raise
+        if self.keep_alive and not reply.will_close:
+            self._connection = connection
+        else:
+            connection.close()
+            self._connection = None
+        for value in response.headers.get_all("Set-Cookie") or []:
+            name, _, rest = value.partition("=")
+            cookie_value = rest.split(";", 1)[0]
+            if cookie_value and "max-age=0" not in value.lower():
+                self.cookies[name.strip()] = cookie_value
+            else:
+                self.cookies.pop(name.strip(), None)
+        return response
+
+    def close(self) -> None:
+        if self._connection:
+            self._connection.close()
+            self._connection = None
