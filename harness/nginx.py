@@ -120,13 +120,15 @@ class NginxTree:
         return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=60)
 
 
-def build_tree(prefix: Path, env: dict[str, str], api_rate: str | None = None) -> NginxTree:
-    """Lay nginx/ out under prefix as the image does under /etc/nginx. `api_rate` (e.g.
-    "100000r/s") replaces the /api/ rate limit for a load run only."""
+def build_tree(prefix: Path, env: dict[str, str], load_test: bool = False) -> NginxTree:
+    """Lay nginx/ out under prefix as the image does under /etc/nginx. `load_test` lifts the
+    per-address limits (the /api/ rate, requests in progress) for a load run from one address."""
     conf = (NGINX_DIR / "nginx.conf").read_text()
-    if api_rate:
-        conf, count = re.subn(r"(zone=api:\S+ rate=)\S+;", rf"\g<1>{api_rate};", conf)
-        assert count == 1, "nginx.conf no longer has the api rate limit zone"
+    if load_test:
+        for pattern, replacement in ((r"(zone=api:\S+ rate=)\S+;", r"\g<1>1000000r/s;"),
+                                     (r"(\n\s*limit_conn addr )\d+;", r"\g<1>65535;")):
+            conf, count = re.subn(pattern, replacement, conf)
+            assert count == 1, f"nginx.conf no longer matches {pattern!r}: update harness/nginx.py"
     (prefix / "nginx.conf").write_text(conf)
     shutil.copytree(NGINX_DIR / "snippets", prefix / "snippets")
     # mime.types ships with nginx (Debian's package and the official image alike).
@@ -143,7 +145,7 @@ class NginxServer:
     """The repo's nginx in the foreground (daemon off, so the Popen is the master), terminating
     TLS with the image's own development certificate and proxying to 127.0.0.1:upstream_port."""
 
-    def __init__(self, upstream_port: int, *, api_rate: str | None = None):
+    def __init__(self, upstream_port: int, *, load_test: bool = False):
         self.prefix = world_readable_dir()
         self.http_port, self.https_port = free_port(), free_port()
         env = loopback_env(self.prefix, upstream=f"127.0.0.1:{upstream_port}", http_port=self.http_port,
@@ -153,7 +155,7 @@ class NginxServer:
             raise RuntimeError(f"the certificate hook failed: {result.stderr}")
         write_file(self.prefix / "static" / "robots.txt", "User-agent: *\nDisallow:\n")
         write_file(self.prefix / "acme" / ".well-known" / "acme-challenge" / "token-123", "token-123.thumbprint")
-        self.tree = build_tree(self.prefix, env, api_rate)
+        self.tree = build_tree(self.prefix, env, load_test)
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -1,0 +1,70 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.process import child_pids, find_binary, free_port, port_open, signal_tree, stop_process
+from harness.wait import wait_for
+
+
+def python(code: str) -> subprocess.Popen:
+    """A Python child that prints one line once it is ready; the caller waits for that line."""
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def state(pid: int) -> str | None:
+    """The process state letter from /proc (R, S, T stopped, Z zombie), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+def test_stop_process_escalates_to_sigkill_when_sigterm_is_ignored():
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+           "time.sleep(60)"
+    with python(code) as proc:
+        assert proc.stdout.readline() == "ready\n"
+        assert stop_process(proc, timeout=0.5) == -signal.SIGKILL
+
+
+def test_stop_process_stops_a_stopped_process():
+    with python("import time; print('ready', flush=True); time.sleep(60)") as proc:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGSTOP)
+        wait_for(lambda: state(proc.pid) == "T", 5, "the child stopped")
+        assert stop_process(proc, timeout=5) == -signal.SIGTERM
+
+
+def test_signal_tree_reaches_the_children():
+    code = ("import subprocess, sys, time; "
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print(child.pid, flush=True); time.sleep(60)")
+    with python(code) as proc:
+        child = int(proc.stdout.readline())
+        try:
+            assert child_pids(proc.pid) == [child]
+            signal_tree(proc.pid, signal.SIGTERM)
+            assert proc.wait(5) == -signal.SIGTERM
+            wait_for(lambda: state(child) in (None, "Z"), 5, "the child ended")
+        finally:
+            if state(child) not in (None, "Z"):
+                os.kill(child, signal.SIGKILL)
+            stop_process(proc)
+
+
+def test_free_port_is_closed_until_something_listens():
+    port = free_port()
+    assert not port_open(port)
+    with socket.create_server(("127.0.0.1", port)):
+        assert port_open(port)
+
+
+def test_find_binary_names_what_is_missing():
+    assert Path(find_binary("sh")).name == "sh"
+    with pytest.raises(RuntimeError, match="no-such-server is not installed"):
+        find_binary("no-such-server")
