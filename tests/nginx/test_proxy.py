@@ -3,13 +3,15 @@
 One stack per module (starting Gunicorn per test would triple the run time): a migrated
 database, Gunicorn serving the real app plus a failing test route, and nginx running the
 repo's nginx/ tree in the foreground. Everything is stopped by PID at teardown.
-Clients connect to 127.0.0.1 only, sending SNI and Host "localhost" (like curl --resolve).
+Clients connect to 127.0.0.1 only (from 127.0.0.1, or from 127.0.0.2 to be a second client
+address), sending SNI and Host "localhost" (like curl --resolve).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import json
 import os
 import re
@@ -29,7 +31,7 @@ from harness.https import SERVER_NAME, Client, Response
 from harness.nginx import NginxServer
 from harness.process import free_port
 from harness.servers import GunicornServer
-from harness.wait import wait_for
+from harness.wait import log_size, wait_for, wait_for_line
 
 pytestmark = pytest.mark.slow
 
@@ -92,12 +94,22 @@ class Stack:
     def access_log_entries(self) -> list[dict]:
         return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
 
-    def openssl(self, *args: str) -> subprocess.CompletedProcess:
+    def openssl(self, *args: str, send: str | None = None) -> subprocess.CompletedProcess:
+        """s_client to nginx with SNI localhost; `send` is written once the handshake is done."""
+        stdin = {"input": send} if send is not None else {"stdin": subprocess.DEVNULL}
         return subprocess.run(
             ["openssl", "s_client", "-connect", f"127.0.0.1:{self.nginx.https_port}", "-servername", SERVER_NAME,
              *args],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
+            capture_output=True, text=True, timeout=20, **stdin,
         )
+
+    def https_with_sni(self, server_name: str | None, host: str, path: str = "/health") -> Response:
+        """One HTTP/1.1 GET over TLS whose SNI (None: none) and Host header are chosen separately."""
+        with self.tls_socket(server_name, verify=False) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            reply = http.client.HTTPResponse(sock)
+            reply.begin()
+            return Response(reply.status, reply.headers, reply.read())
 
 
 def json_body(data) -> tuple[bytes, dict]:
@@ -109,6 +121,18 @@ def assert_security_headers(response: Response) -> None:
         assert response.headers.get_all(name) == [value], f"{name} on {response.status}"
     assert "X-XSS-Protection" not in response.headers
     assert response.headers["Server"] == "nginx"  # server_tokens off: no version
+
+
+def assert_nginx_json_error(response: Response, status: int, code: str) -> None:
+    """An error nginx answered itself: the app's JSON shape, the security headers, one request id."""
+    assert response.status == status, response.body
+    assert response.headers["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["code"], error["details"]) == (code, {})
+    assert error["message"]
+    assert_security_headers(response)
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    assert len(response.headers.get_all("X-Request-ID")) == 1
 
 
 def wait_until_not_limited(stack: Stack) -> None:
@@ -211,6 +235,26 @@ def test_tls_without_our_name_completes_then_gets_no_response(stack, server_name
         assert read_all(sock) == b""
 
 
+# --- SNI and Host name the same host --------------------------------------------------------
+
+
+@pytest.mark.parametrize("server_name", ["evil.example", None], ids=["other-sni", "no-sni"])
+def test_host_that_differs_from_the_sni_gets_421(stack, server_name):
+    """Our Host over a TLS connection set up for another name (or for no name, as by IP) is
+    misdirected: 421 tells the client to use a connection for that name."""
+    response = stack.https_with_sni(server_name, SERVER_NAME)
+
+    assert_nginx_json_error(response, 421, "misdirected_request")
+
+
+@pytest.mark.parametrize(("server_name", "host"), [("LocalHost", "localhost"), ("localhost", "LOCALHOST")])
+def test_sni_and_host_are_compared_without_case(stack, server_name, host):
+    # $host is lowercased by nginx, $ssl_server_name is as sent; DNS names ignore case.
+    response = stack.https_with_sni(server_name, host)
+
+    assert response.status == 200, response.body
+
+
 # --- TLS ------------------------------------------------------------------------------------
 
 
@@ -244,6 +288,33 @@ def test_tls_1_2_offers_only_aead_suites_and_no_tickets(stack):
     assert "SSL alert number 40" in cbc.stdout + cbc.stderr  # the server's handshake_failure
 
 
+def ticket_bytes(session_text: str) -> int:
+    """Length of the ticket in `openssl sess_id -text` output (hex dump, 16 bytes a line)."""
+    dump = session_text.split("TLS session ticket:\n", 1)[1].split("\n\n", 1)[0]
+    return sum(len(re.findall(r"[0-9a-f]{2}", line[11:58])) for line in dump.splitlines())
+
+
+def test_tls_1_3_tickets_are_cache_ids_and_resume_through_the_cache(stack, tmp_path):
+    """ssl_session_tickets off: TLS 1.3 still gets tickets, but OpenSSL's stateful kind, a 32-byte
+    id of a shared-cache entry (a stateless ticket, encrypted with the ticket key, is ~240 bytes);
+    resuming with it works because the cache holds the session (snippets/tls.conf)."""
+    session = tmp_path / "session.pem"
+    request = f"GET /health HTTP/1.1\r\nHost: {SERVER_NAME}\r\nConnection: close\r\n\r\n"
+
+    first = stack.openssl("-tls1_3", "-ign_eof", "-sess_out", str(session), send=request)
+    resumed = stack.openssl("-tls1_3", "-ign_eof", "-sess_in", str(session), send=request)
+
+    assert first.returncode == 0, first.stderr
+    assert "New, TLSv1.3" in first.stdout
+    text = subprocess.run(["openssl", "sess_id", "-in", str(session), "-noout", "-text"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "TLS session ticket lifetime hint: 86400 (seconds)" in text  # ssl_session_timeout 1d
+    assert ticket_bytes(text) == 32
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Reused, TLSv1.3" in resumed.stdout
+    assert "HTTP/1.1 200" in resumed.stdout
+
+
 def test_http2_is_negotiated(stack):
     with stack.tls_socket(alpn=["h2", "http/1.1"]) as sock:
         assert sock.selected_alpn_protocol() == "h2"
@@ -274,6 +345,55 @@ def test_error_from_the_app_passes_through_unchanged(stack):
     assert response.json()["error"]["code"] == "internal_error"
 
 
+# The Allow header of nginx's own 405 outside /static/ (a map in the site template).
+NGINX_ALLOW = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+
+
+@pytest.fixture
+def unreadable_static_file(stack) -> Iterator[str]:
+    """A file under /static/ that nginx's unprivileged workers may not read; yields its URL path."""
+    path = stack.nginx.prefix / "static" / "private.txt"
+    path.write_text("secret")
+    path.chmod(0)
+    yield "/static/private.txt"
+    path.unlink()
+
+
+@pytest.mark.parametrize(("method", "path", "status", "code", "allow"), [
+    ("TRACE", "/", 405, "method_not_allowed", NGINX_ALLOW),          # nginx refuses TRACE on every path
+    ("TRACE", "/api/notes", 405, "method_not_allowed", NGINX_ALLOW),
+    ("POST", "/static/robots.txt", 405, "method_not_allowed", "GET, HEAD"),
+    ("DELETE", "/static/robots.txt", 405, "method_not_allowed", "GET, HEAD"),
+    ("GET", "/static/missing.txt", 404, "not_found", None),         # JSON despite the .txt name
+    ("GET", "/static/", 403, "forbidden", None),                     # a directory: no index, no listing
+])
+def test_nginx_errors_are_json_in_the_app_shape(stack, method, path, status, code, allow):
+    response = stack.https(method, path)
+
+    assert_nginx_json_error(response, status, code)
+    assert response.headers.get_all("Allow") == ([allow] if allow else None)
+
+
+def test_unreadable_static_file_is_a_json_403(stack, unreadable_static_file):
+    response = stack.https("GET", unreadable_static_file)
+
+    assert_nginx_json_error(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/api/nope", 404), ("DELETE", "/health", 405)])
+def test_app_errors_with_the_same_statuses_pass_through(stack, method, path, status):
+    # error_page does not touch proxied responses (proxy_intercept_errors off): the app's own
+    # 404 and 405 reach the client as Gunicorn sent them, with the app's Allow, not nginx's.
+    direct = Client(stack.gunicorn.port, https=False).request(method, path)
+    proxied = stack.https(method, path)
+
+    assert direct.status == status
+    assert (proxied.status, proxied.json()) == (direct.status, direct.json())
+    assert proxied.headers.get_all("Allow") == direct.headers.get_all("Allow")
+    assert len(proxied.headers.get_all("X-Request-ID")) == 1
+    assert_security_headers(proxied)
+
+
 def test_static_files_are_served_by_nginx(stack):
     response = stack.https("GET", "/static/robots.txt")
 
@@ -302,6 +422,58 @@ def test_body_of_exactly_one_mib_reaches_the_app(stack):
 
     assert response.status != 413
     assert response.json()["error"]["code"] in ("unauthenticated", "bad_request", "validation_failed")
+
+
+# limit_conn in nginx.conf: requests in progress per client address.
+REQUESTS_PER_ADDRESS = 64
+
+
+def hold_request(stack: Stack) -> ssl.SSLSocket:
+    """A request nginx has started but cannot finish: headers sent, the body announced but one
+    byte of it sent, so nginx waits for the rest (client_body_timeout, 10 s, between reads)
+    before it proxies anything. limit_conn counts it from the moment its headers are read."""
+    sock = stack.tls_socket()
+    try:
+        sock.sendall(f"POST /_held HTTP/1.1\r\nHost: {SERVER_NAME}\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 100\r\n\r\n{".encode())
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def test_requests_in_progress_per_address_are_limited_with_429(stack):
+    """One address holding requests open gets 429 beyond the limit; another address does not.
+    Plain TLS connections with one request each, so each is exactly one limit_conn count (over
+    HTTP/2 each stream would count the same way). Bounded: REQUESTS_PER_ADDRESS sockets, waits
+    of at most 10 s, all well inside client_body_timeout."""
+    def limited() -> Response | None:
+        response = stack.https("GET", "/health")
+        return response if response.status == 429 else None
+
+    error_log_start = log_size(stack.nginx.stderr_log)
+    held: list[ssl.SSLSocket] = []
+    try:
+        held.extend(hold_request(stack) for _ in range(REQUESTS_PER_ADDRESS - 1))
+        below_limit = stack.https("GET", "/health")  # the last one the limit allows
+        held.append(hold_request(stack))
+        # nginx reads the last held request's headers when it gets to them: poll until it counts.
+        rejected = wait_for(limited, 10, "a 429 with the held requests at the limit", interval=0.1)
+        other_address = stack.nginx.client(source="127.0.0.2").request("GET", "/health")
+    finally:
+        for sock in held:
+            sock.close()
+
+    assert below_limit.status == 200
+    assert_nginx_json_error(rejected, 429, "too_many_requests")
+    assert rejected.json()["error"]["message"] == "Too many requests in progress from this address, retry later."
+    assert rejected.headers["Retry-After"] == "1"
+    assert other_address.status == 200
+    logged = wait_for_line(stack.nginx.stderr_log, 'limiting connections by zone "addr"', 5, error_log_start)
+    assert "[warn]" in logged  # limit_conn_log_level
+    # Closed, the held requests stop counting.
+    wait_for(lambda: stack.https("GET", "/health").status == 200, 10, "the held requests to be released",
+             interval=0.1)
 
 
 # --- Request id -----------------------------------------------------------------------------
@@ -441,6 +613,8 @@ def test_api_burst_is_limited_with_429(stack):
                 break
         assert limited.status == 429, statuses
         assert limited.json()["error"]["code"] == "too_many_requests"
+        # limit_req's message, not limit_conn's
+        assert limited.json()["error"]["message"] == "Rate limit exceeded, retry later."
         assert limited.headers["Retry-After"] == "1"
         assert_security_headers(limited)  # the 429 location re-includes the headers
         assert stack.https("GET", "/health").status == 200  # health checks are never limited
