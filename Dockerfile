@@ -25,12 +25,12 @@ WORKDIR /build
 # wheelhouse's files land next to it.
 COPY requirements.txt ${WHEELHOUSE} ./
 
-# No compiler on purpose: every pinned dependency ships a manylinux wheel
-# except psycogreen, which is pure Python and builds with setuptools alone.
+# No compiler on purpose: every pinned dependency ships a manylinux wheel.
+# --only-binary keeps it so: a dependency that would need building fails here.
 # --require-hashes makes pip refuse anything not in the lock file.
 RUN python -m venv /opt/venv \
  && if [ -n "${WHEELHOUSE}" ]; then set -- --no-index --find-links /build; else set --; fi \
- && /opt/venv/bin/pip install --require-hashes "$@" -r requirements.txt \
+ && /opt/venv/bin/pip install --require-hashes --only-binary=:all: "$@" -r requirements.txt \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${BASE_IMAGE} AS runtime

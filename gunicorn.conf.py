@@ -1,8 +1,9 @@
 """Gunicorn settings: every one can be overridden from the environment.
 
 Reference: https://docs.gunicorn.org/en/stable/settings.html (checked against gunicorn 27).
-This file is imported by the master, so it imports nothing from the app: the app is loaded in
-each worker, after the gevent worker has monkey-patched the standard library.
+This file is imported by the master. It imports only the app's two leaf modules (config and
+the log format), never the app itself: the app is loaded in each worker, after the gevent
+worker has monkey-patched the standard library.
 """
 
 import logging
@@ -10,7 +11,9 @@ import os
 import sys
 
 from gunicorn.glogging import Logger
-from pythonjsonlogger.json import JsonFormatter
+
+from app.config import ConfigError, load_config
+from app.jsonlog import json_formatter
 
 
 def env(name: str, default: str) -> str:
@@ -73,12 +76,6 @@ loglevel = env("LOG_LEVEL", "info").lower()
 QUIET_PATHS = frozenset({"/health", "/health/ready"})
 
 
-def json_formatter():
-    """Same record shape as the app's logs (app/logs.py): timestamp, level, logger, message."""
-    return JsonFormatter("%(levelname)s %(name)s %(message)s",
-                         rename_fields={"levelname": "level", "name": "logger"}, timestamp=True)
-
-
 class JsonLogger(Logger):
     """Gunicorn's error and access logs as JSON lines on stdout."""
 
@@ -116,10 +113,16 @@ class JsonLogger(Logger):
 logger_class = JsonLogger
 
 
-def post_worker_init(worker):
-    """psycopg2 is a C extension that gevent cannot patch; psycogreen makes it yield while it
-    waits on the network, so one slow query no longer stalls every request in the worker."""
-    if worker_class == "gevent":
-        from psycogreen.gevent import patch_psycopg
+# Gunicorn's exit code for "the app failed to load": the master stops instead of respawning
+# workers that can never boot.
+APP_LOAD_ERROR = 4
 
-        patch_psycopg()
+
+def on_starting(server):
+    """Check the configuration once, in the master, before any worker starts: a bad setting
+    prints one line and exits 4, instead of every worker failing (and racing to report it)."""
+    try:
+        load_config()
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(APP_LOAD_ERROR) from None

@@ -6,17 +6,23 @@ from collections.abc import Mapping
 
 from flask import Flask
 
-from . import api, cli, datastores, errors, health, logs, middleware, sentry
 from .config import load_config
 
 
 def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `environ` (default: the process environment)."""
+    # Imported here, as Flask's tutorial does: Gunicorn's master imports app.config and
+    # app.jsonlog before gevent has patched the workers, and must not pull in the rest.
+    from . import api, cli, datastores, errors, health, login_limits, logs, middleware, passwords, sentry, sessions
+
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(environ, instance_path=app.instance_path))
     logs.init_app(app)
     sentry.init_app(app)
     datastores.init_app(app)
+    sessions.init_app(app)
+    passwords.init_app(app)
+    login_limits.init_app(app)
     middleware.init_app(app)
     health.init_app(app)
     api.init_app(app)

@@ -15,6 +15,9 @@ from dotenv import dotenv_values
 
 ENVIRONMENTS = ("development", "testing", "production")
 MIN_SECRET_KEY_LENGTH = 32
+# A random key of 32+ characters has far more; 32 spaces or "abab..." have far fewer.
+MIN_SECRET_KEY_DISTINCT_CHARACTERS = 10
+DATABASE_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg2://", "sqlite://")
 # Values copied from samples and tutorials; a production key must never be one of them.
 PLACEHOLDER_MARKERS = ("change", "secret", "placeholder", "example", "dev-only", "insecure", "!!!")
 DEVELOPMENT_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
@@ -64,12 +67,21 @@ def load_config(environ: Mapping[str, str] | None = None, instance_path: str | P
         "DB_MAX_OVERFLOW": env.int("DB_MAX_OVERFLOW", 10),
         "DB_POOL_TIMEOUT": env.float("DB_POOL_TIMEOUT", 5.0),
         "DB_CONNECT_TIMEOUT": env.int("DB_CONNECT_TIMEOUT", 3),
-        "DB_STATEMENT_TIMEOUT_MS": env.int("DB_STATEMENT_TIMEOUT_MS", 10_000),
-        "REDIS_SOCKET_TIMEOUT": env.float("REDIS_SOCKET_TIMEOUT", 2.0),
-        "REDIS_CONNECT_TIMEOUT": env.float("REDIS_CONNECT_TIMEOUT", 2.0),
+        "DB_STATEMENT_TIMEOUT_MS": env.int("DB_STATEMENT_TIMEOUT_MS", 5_000),
+        # all of one request's waits on Postgres together; under nginx's proxy_read_timeout (35 s)
+        "DB_REQUEST_TIMEOUT": env.float("DB_REQUEST_TIMEOUT", 10.0),
+        "REDIS_TIMEOUT": env.float("REDIS_TIMEOUT", 1.0),
         "REDIS_RETRIES": env.int("REDIS_RETRIES", 2),
         "REDIS_HEALTH_CHECK_INTERVAL": env.int("REDIS_HEALTH_CHECK_INTERVAL", 30),
         "SESSION_LIFETIME_SECONDS": env.int("SESSION_LIFETIME_SECONDS", 14 * 24 * 3600),
+        # an unchanged session's expiry is pushed back (one write) at most this often
+        "SESSION_REFRESH_SECONDS": env.int("SESSION_REFRESH_SECONDS", 3600),
+        "LOGIN_FAILURES_PER_ACCOUNT": env.int("LOGIN_FAILURES_PER_ACCOUNT", 10),
+        "LOGIN_FAILURES_PER_ADDRESS": env.int("LOGIN_FAILURES_PER_ADDRESS", 50),
+        "LOGIN_FAILURE_WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", 900),
+        "PASSWORD_HASH_CONCURRENCY": env.int("PASSWORD_HASH_CONCURRENCY", 1),
+        "PASSWORD_HASH_QUEUE_SECONDS": env.float("PASSWORD_HASH_QUEUE_SECONDS", 5.0),
+        "IDEMPOTENCY_KEY_TTL_SECONDS": env.int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600),
         "SESSION_COOKIE_SECURE": env.flag("SESSION_COOKIE_SECURE", app_env == "production"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -81,6 +93,10 @@ def load_config(environ: Mapping[str, str] | None = None, instance_path: str | P
         _refuse_unsafe_production(config)
     elif not config["SQLALCHEMY_DATABASE_URI"]:
         raise ConfigError(f"DATABASE_URL is required when APP_ENV={app_env}")
+    if not config["SQLALCHEMY_DATABASE_URI"].startswith(DATABASE_SCHEMES):
+        scheme = config["SQLALCHEMY_DATABASE_URI"].split(":", 1)[0]
+        raise ConfigError(f"DATABASE_URL has the unsupported scheme {scheme!r}: use postgresql:// "
+                          "(or sqlite:// outside production)")
     return config
 
 
@@ -95,11 +111,15 @@ def _refuse_unsafe_production(config: dict) -> None:
     key = config["SECRET_KEY"]
     if not key:
         raise ConfigError("SECRET_KEY is missing: set SECRET_KEY or SECRET_KEY_FILE")
-    if len(key) < MIN_SECRET_KEY_LENGTH:
+    if len(key.strip()) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(f"SECRET_KEY is too short: use at least {MIN_SECRET_KEY_LENGTH} random characters "
                           "(python -c 'import secrets; print(secrets.token_urlsafe(48))')")
     if any(marker in key.lower() for marker in PLACEHOLDER_MARKERS):
         raise ConfigError("SECRET_KEY is a placeholder value: generate a random one")
+    if len(set(key)) < MIN_SECRET_KEY_DISTINCT_CHARACTERS:
+        raise ConfigError(f"SECRET_KEY has fewer than {MIN_SECRET_KEY_DISTINCT_CHARACTERS} distinct characters, "
+                          "so it is not random: generate one (python -c 'import secrets; "
+                          "print(secrets.token_urlsafe(48))')")
     database_url = config["SQLALCHEMY_DATABASE_URI"]
     if not database_url:
         raise ConfigError("DATABASE_URL is missing: set DATABASE_URL or DATABASE_URL_FILE")

@@ -1,101 +1,121 @@
-"""Postgres (SQLAlchemy), Redis, server-side sessions and migrations, bound to one app."""
+"""Postgres (SQLAlchemy), Redis and migrations, bound to one app, each with bounded waits."""
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
 
-from cachelib import FileSystemCache
-from flask import Flask, Request
-from flask.sessions import SessionInterface
-from flask_session import Session
+from flask import Flask
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from sqlalchemy import event
+from sqlalchemy.exc import DisconnectionError
 
+from . import pgwait
 from .extensions import db, migrate
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-# Load balancers poll these without cookies; they must never wait on the session store.
-SESSIONLESS_PATH_PREFIXES = ("/health",)
 
 
 def init_app(app: Flask) -> None:
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") or not app.config["REDIS_URL"]:
+    config = app.config
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") or not config["REDIS_URL"]:
         # the embedded default keeps its SQLite file and sessions there
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config)
+    postgres = config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(config) if postgres else {}
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
-    app.extensions["redis"] = redis_client(app.config) if app.config["REDIS_URL"] else None
-    init_sessions(app)
+    if postgres:
+        pgwait.install(config["DB_CONNECT_TIMEOUT"])
+        with app.app_context():
+            watch_connections(db.engine)
+        wrap_requests_in_deadline(app, config["DB_REQUEST_TIMEOUT"])
+    app.extensions["redis"] = redis_client(config) if config["REDIS_URL"] else None
 
 
 def engine_options(config: dict) -> dict:
-    """Fail fast rather than hang: every wait on the database is bounded."""
-    if not config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        return {"pool_pre_ping": True}
     return {
-        # a connection that died while pooled (db restart, failover) is replaced, not handed out
-        "pool_pre_ping": True,
-        # gevent serves many requests per worker, but only this many hold a connection at once;
-        # the rest wait at most pool_timeout and then get a 503, instead of queueing forever
+        # No pool_pre_ping: a round trip on every checkout. Dead connections are found for free
+        # at checkout instead (watch_connections), and a disconnect seen mid-request
+        # invalidates the whole pool, so the next checkouts reconnect.
+        # Gevent serves many requests per worker, but only this many hold a connection at once;
+        # the rest wait at most pool_timeout, then get a 503, instead of queueing forever.
         "pool_size": config["DB_POOL_SIZE"],
         "max_overflow": config["DB_MAX_OVERFLOW"],
         "pool_timeout": config["DB_POOL_TIMEOUT"],
         # recycle before common idle cut-offs of proxies such as PgBouncer or cloud load balancers
         "pool_recycle": 1800,
         "connect_args": {
+            # also enforced client-side by app/pgwait.py, which gevent needs
             "connect_timeout": config["DB_CONNECT_TIMEOUT"],
             "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
             "application_name": "flask-kit",
+            # A vanished host (not a stopped server: its kernel still acks) is found by TCP:
+            # idle connections are probed after 30 s and dropped after 3 unanswered probes;
+            # data left unacknowledged for 10 s drops the connection.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
         },
     }
 
 
+def watch_connections(engine) -> None:
+    """Discard dead connections without a round trip, and never reuse one that timed out."""
+    poll = _unpatched_poll()
+
+    @event.listens_for(engine, "checkout")
+    def refuse_dead(dbapi_connection, connection_record, connection_proxy):
+        # An idle connection has nothing to read, unless the server hung up on it (a restart,
+        # a terminated backend): then its socket is readable. Checking costs one poll(0).
+        poller = poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        if poller.poll(0):
+            raise DisconnectionError("the server closed this idle connection")  # the pool retries
+
+    @event.listens_for(engine, "handle_error")
+    def timeouts_are_disconnects(context):
+        # psycopg2 has closed it already; this makes the pool drop it, and recycle the others
+        if isinstance(context.original_exception, pgwait.DatabaseTimeout):
+            context.is_disconnect = True
+
+
+def _unpatched_poll():
+    """select.poll as the OS provides it: gevent's patching removes it from `select`, and a
+    zero-timeout poll never blocks, so the original is safe inside a greenlet."""
+    from gevent import monkey
+
+    return monkey.get_original("select", "poll") if monkey.is_module_patched("select") else select.poll
+
+
+def wrap_requests_in_deadline(app: Flask, seconds: float) -> None:
+    """Each request may wait on Postgres DB_REQUEST_TIMEOUT seconds in all: every round trip of
+    the request, its teardown's included, shares one deadline. (A wait for a pooled
+    connection has its own bound, DB_POOL_TIMEOUT.)"""
+    inner = app.wsgi_app
+
+    def with_deadline(environ, start_response):
+        with pgwait.deadline(seconds):
+            return inner(environ, start_response)
+
+    app.wsgi_app = with_deadline
+
+
 def redis_client(config: dict) -> Redis:
-    """Explicit timeouts and retries, rather than whatever defaults this redis-py version has."""
+    """Each operation waits at most REDIS_TIMEOUT. Only refused or reset connections (instant,
+    and cured by reconnecting) are retried: a retry after a timeout would double the wait on
+    a frozen server for nothing."""
     return Redis.from_url(
         config["REDIS_URL"],
-        socket_timeout=config["REDIS_SOCKET_TIMEOUT"],
-        socket_connect_timeout=config["REDIS_CONNECT_TIMEOUT"],
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), config["REDIS_RETRIES"]),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_timeout=config["REDIS_TIMEOUT"],
+        socket_connect_timeout=config["REDIS_TIMEOUT"],
+        retry=Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.1), config["REDIS_RETRIES"],
+                    supported_errors=(RedisConnectionError,)),
         # PING a connection that sat idle this long before reusing it
         health_check_interval=config["REDIS_HEALTH_CHECK_INTERVAL"],
     )
-
-
-def init_sessions(app: Flask) -> None:
-    """Server-side sessions in Redis, or in instance/ files when running embedded."""
-    app.config["SESSION_PERMANENT"] = True
-    app.config["PERMANENT_SESSION_LIFETIME"] = app.config["SESSION_LIFETIME_SECONDS"]
-    app.config["SESSION_KEY_PREFIX"] = "session:"
-    if app.extensions["redis"] is not None:
-        app.config["SESSION_TYPE"] = "redis"
-        app.config["SESSION_REDIS"] = app.extensions["redis"]
-    else:
-        app.config["SESSION_TYPE"] = "cachelib"
-        app.config["SESSION_CACHELIB"] = FileSystemCache(str(Path(app.instance_path) / "sessions"))
-    Session(app)
-    app.session_interface = SessionlessPaths(app.session_interface, SESSIONLESS_PATH_PREFIXES)
-
-
-class SessionlessPaths(SessionInterface):
-    """Skips the session store for some paths, and delegates everything else."""
-
-    def __init__(self, inner: SessionInterface, prefixes: tuple[str, ...]):
-        self.inner = inner
-        self.prefixes = prefixes
-
-    def open_session(self, app: Flask, request: Request):
-        if request.path.startswith(self.prefixes):
-            return self.make_null_session(app)
-        return self.inner.open_session(app, request)
-
-    def save_session(self, app: Flask, session, response) -> None:
-        self.inner.save_session(app, session, response)
-
-    def regenerate(self, session) -> None:
-        self.inner.regenerate(session)

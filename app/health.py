@@ -15,8 +15,10 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from flask import Blueprint, Flask, current_app, jsonify
 from gevent import Timeout
-from sqlalchemy import inspect, text
+from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
+from . import pgwait
 from .datastores import MIGRATIONS_DIR
 from .extensions import db
 
@@ -74,12 +76,16 @@ class Readiness:
     def _probe(self) -> dict:
         self.probe_count += 1
         database = "postgres" if db.engine.dialect.name == "postgresql" else db.engine.dialect.name
-        database_check = self._check(self._ping_database)
-        # an unreachable database would only make the schema check wait out a second timeout
-        schema_probe = self._check_schema_revision if database_check[0]["status"] == "pass" else self._database_down
+        revisions: set[str] = set()
+
+        def read_revisions():
+            revisions.update(self._read_revisions())
+
+        database_check = self._check(read_revisions)
         checks = {
             f"{database}:responseTime": database_check,
-            "migrations:head": self._check(schema_probe),
+            # read by the same round trip: the database check's timing, the schema's verdict
+            "migrations:head": [{**database_check[0], **self._schema_verdict(database_check[0], revisions)}],
             "redis:responseTime": self._check(self._ping_redis),
         }
         statuses = {entry[0]["status"] for entry in checks.values()}
@@ -93,15 +99,17 @@ class Readiness:
         started = time.perf_counter()
         status, output = "pass", None
         try:
-            # gevent.Timeout fires at the deadline even while a query waits on the network
-            with Timeout(self.timeout, ProbeTimeout):
+            # Postgres waits end at the deadline, which also discards the connection; gevent's
+            # Timeout is the backstop for anything else that waits on the network
+            with pgwait.deadline(self.timeout), Timeout(self.timeout + 0.5, ProbeTimeout):
                 outcome = probe()
             if outcome:
                 status, output = outcome
-        except ProbeTimeout:
-            status, output = "fail", f"timed out after {self.timeout:g} s"
         except Exception as error:  # noqa: BLE001 - any failure means "not ready", never a 500
-            status, output = "fail", f"unavailable ({type(error).__name__})"
+            timed_out = isinstance(error, ProbeTimeout) or isinstance(getattr(error, "orig", None),
+                                                                      pgwait.DatabaseTimeout)
+            status = "fail"
+            output = f"timed out after {self.timeout:g} s" if timed_out else f"unavailable ({type(error).__name__})"
         result = {
             "componentType": "datastore",
             "observedValue": round((time.perf_counter() - started) * 1000, 2),
@@ -113,25 +121,27 @@ class Readiness:
             result["output"] = output
         return [result]
 
-    def _ping_database(self):
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+    @staticmethod
+    def _read_revisions() -> set[str]:
+        """Reachability and schema in one connection and one round trip: in autocommit mode
+        psycopg2 sends no BEGIN before the query and no ROLLBACK after it."""
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            try:
+                return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+            except ProgrammingError:  # no alembic_version table: never migrated
+                return set()
 
-    def _check_schema_revision(self):
-        with db.engine.connect() as connection:
-            if not inspect(connection).has_table("alembic_version"):
-                return "fail", "no schema: run `flask --app wsgi db upgrade`"
-            revisions = set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    def _schema_verdict(self, database_check: dict, revisions: set[str]) -> dict:
+        if database_check["status"] != "pass":
+            return {"status": "fail", "output": "not checked: the database is unavailable"}
         if revisions == self.migration_heads:
-            return None
+            return {"status": "pass"}
+        if not revisions:
+            return {"status": "fail", "output": "no schema: run `flask --app wsgi db upgrade`"}
         if revisions - self.known_revisions:
             # a newer release migrated first: this code may still run against the expanded schema
-            return "warn", "database is ahead of this release's migrations"
-        return "fail", "database schema is behind: run `flask --app wsgi db upgrade`"
-
-    @staticmethod
-    def _database_down():
-        return "fail", "not checked: the database is unavailable"
+            return {"status": "warn", "output": "database is ahead of this release's migrations"}
+        return {"status": "fail", "output": "database schema is behind: run `flask --app wsgi db upgrade`"}
 
     def _ping_redis(self):
         client = self.app.extensions["redis"]

@@ -9,21 +9,13 @@ import sys
 import uuid
 
 from flask import Flask, has_request_context, request
-from pythonjsonlogger.json import JsonFormatter
+
+from .jsonlog import json_formatter
 
 REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_ENVIRON_KEY = "app.request_id"
 # Bounded and free of quotes, spaces and control characters, so a client cannot forge log records.
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
-JSON_FORMAT = "%(levelname)s %(name)s %(message)s"
-JSON_RENAMES = {"levelname": "level", "name": "logger"}
-
-
-def json_formatter() -> JsonFormatter:
-    """UTC ISO-8601 `timestamp`, `level`, `logger`, `message`, plus any `extra` fields."""
-    return JsonFormatter(JSON_FORMAT, rename_fields=JSON_RENAMES, timestamp=True)
-
-
 def request_id_from(header_value: str | None) -> str:
     """The client's id when it is well formed, a fresh one otherwise."""
     if header_value and REQUEST_ID_PATTERN.fullmatch(header_value):

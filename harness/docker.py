@@ -245,8 +245,6 @@ def build_wheelhouse() -> str:
     target = REPO / WHEELHOUSE
     target.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "download", "--quiet", "--dest", str(target)]
-    subprocess.run([*pip, "--require-hashes", "--requirement", str(REPO / "requirements.txt")], check=True,
-                   timeout=600)
-    # psycogreen ships only an sdist: pip builds it in an isolated env that needs setuptools.
-    subprocess.run([*pip, "--only-binary=:all:", "setuptools", "wheel"], check=True, timeout=600)
+    subprocess.run([*pip, "--require-hashes", "--only-binary=:all:", "--requirement", str(REPO / "requirements.txt")],
+                   check=True, timeout=600)
     return WHEELHOUSE

@@ -15,6 +15,7 @@ log = logging.getLogger("alembic.env")
 
 # Any constant works, as long as every migration run uses the same one.
 MIGRATION_LOCK_ID = 7_245_119_603
+MIGRATION_LOCK_TIMEOUT = "5s"
 
 config = context.config
 migrate_extension = current_app.extensions["migrate"]
@@ -44,8 +45,14 @@ def run_migrations_online():
         context.configure(connection=connection, target_metadata=target_metadata, **options)
         with context.begin_transaction():
             if connection.dialect.name == "postgresql":
+                # The app's statement_timeout is for requests: a migration may build an index
+                # for minutes, and a concurrent run may wait that long for the lock below.
+                connection.execute(text("SET LOCAL statement_timeout = 0"))
                 # released at commit or rollback, so a crashed run cannot leave it held
                 connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+                # A migration that waits for a busy table queues every query on that table
+                # behind it: give up after a few seconds instead, and let the deploy retry.
+                connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
             context.run_migrations()
 
 

@@ -1,13 +1,19 @@
-"""Fixtures: real PostgreSQL and Redis servers for the session, a fresh database per test."""
+"""Fixtures: real PostgreSQL and Redis servers for the session, a fresh database per test,
+apps wired to them, and Gunicorn and nginx prefixes that are removed afterwards."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from app import create_app
+from app.extensions import db
+from harness.nginx import world_readable_dir
 from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 
 TEMPLATE_DATABASE = "kit_template"
@@ -62,9 +68,8 @@ def app(app_env):
     app = create_app(app_env)
     yield app
     with app.app_context():
-        from app.extensions import db
-
         db.engine.dispose()
+    app.extensions["redis"].close()
 
 
 @pytest.fixture
@@ -106,3 +111,11 @@ def start_gunicorn():
     yield start
     for server in servers:
         server.close()
+
+
+@pytest.fixture
+def nginx_prefix() -> Iterator[Path]:
+    """A directory nginx's unprivileged workers can read, for a tree built by harness.nginx."""
+    prefix = world_readable_dir()
+    yield prefix
+    shutil.rmtree(prefix, ignore_errors=True)

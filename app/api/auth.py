@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from flask import current_app, session
-from flask_smorest import Blueprint, abort
+from flask import current_app, request, session
+from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.exceptions import TooManyRequests
+from werkzeug.security import generate_password_hash
 
 from ..errors import require_json_body
 from ..extensions import db
+from ..login_limits import login_limits
 from ..models import User
+from ..passwords import hasher
+from .parsing import Blueprint
 from .schemas import CredentialsSchema, ErrorResponseSchema, LoginSchema, UserSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and sessions")
@@ -36,7 +40,7 @@ def register(credentials):
     email = credentials["email"].strip().lower()
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         abort(409, message="That email is already registered.")
-    user = User(email=email, password_hash=generate_password_hash(credentials["password"]))
+    user = User(email=email, password_hash=hasher().hash(credentials["password"]))
     db.session.add(user)
     try:
         db.session.commit()
@@ -51,12 +55,19 @@ def register(credentials):
 @blp.arguments(LoginSchema)
 @blp.response(200, UserSchema)
 @blp.alt_response(401, schema=ErrorResponseSchema, description="Wrong email or password")
+@blp.alt_response(429, schema=ErrorResponseSchema, headers={"Retry-After": {"schema": {"type": "integer"}}},
+                  description="Too many failed logins for this account or from this address; see Retry-After")
 def login(credentials):
     email = credentials["email"].strip().lower()
+    limits = login_limits()
+    if retry_after := limits.retry_after(email, request.remote_addr):
+        raise TooManyRequests("Too many failed logins; retry later.", retry_after=retry_after)
     user = db.session.scalar(select(User).where(User.email == email))
     password_hash = user.password_hash if user else _UNKNOWN_USER_HASH
-    if not check_password_hash(password_hash, credentials["password"]) or user is None:
+    if not hasher().verify(password_hash, credentials["password"]) or user is None:
+        limits.failed(email, request.remote_addr)
         abort(401, message="Wrong email or password.")
+    limits.succeeded(email)
     # a new session id at every login defeats session fixation
     current_app.session_interface.regenerate(session)
     session.clear()

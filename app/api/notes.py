@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import require_json_body
 from ..extensions import db
 from ..models import Note
+from . import idempotency
 from .auth import current_user
+from .parsing import Blueprint
 from .schemas import (
     ErrorResponseSchema,
     NotePageSchema,
@@ -56,11 +59,32 @@ def list_notes(query):
 @blp.post("")
 @blp.arguments(NoteSchema)
 @blp.response(201, NoteSchema)
+@blp.doc(parameters=[idempotency.HEADER_PARAMETER])
+@blp.alt_response(400, schema=ErrorResponseSchema, description=f"Malformed {idempotency.HEADER}")
 @unauthenticated
 def create_note(fields):
-    note = Note(owner_id=current_user().id, **fields)
+    owner_id = current_user().id
+    key = idempotency.requested_key()
+    if key is None:
+        note = Note(owner_id=owner_id, **fields)
+        db.session.add(note)
+        db.session.commit()
+        return note
+    request_hash = idempotency.fingerprint(fields)
+    if earlier := idempotency.earlier_answer(owner_id, key, request_hash):
+        return earlier
+    note = Note(owner_id=owner_id, **fields)
     db.session.add(note)
-    db.session.commit()
+    db.session.flush()
+    idempotency.remember(owner_id, key, request_hash, 201, NoteSchema().dump(note))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # a concurrent request with the same key committed first: answer as it did
+        db.session.rollback()
+        if earlier := idempotency.earlier_answer(owner_id, key, request_hash):
+            return earlier
+        raise
     return note
 
 

@@ -8,19 +8,43 @@ PASSWORD_MIN_LENGTH = 12
 # scrypt hashes whatever it is given; a bound stops multi-megabyte "passwords" burning CPU
 PASSWORD_MAX_LENGTH = 256
 PER_PAGE_MAX = 100
+# page x per_page must stay far below Postgres's bigint OFFSET limit (2^63)
+PAGE_MAX = 1_000_000
+
+
+class Text(fields.String):
+    """A string Postgres can store and UTF-8 can encode: no NUL character and no unpaired
+    surrogate (JSON's "\\ud800" decodes to one). Either would otherwise fail deep in the
+    driver with a 500."""
+
+    default_error_messages = {"not_text": "Must not contain NUL characters or unpaired surrogates."}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("not_text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("not_text") from None
+        return text
+
+
+class Email(Text, fields.Email):
+    pass
 
 
 class CredentialsSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=EMAIL_MAX_LENGTH))
-    password = fields.String(
+    email = Email(required=True, validate=validate.Length(max=EMAIL_MAX_LENGTH))
+    password = Text(
         required=True, load_only=True,
         validate=validate.Length(min=PASSWORD_MIN_LENGTH, max=PASSWORD_MAX_LENGTH),
     )
 
 
 class LoginSchema(Schema):
-    email = fields.String(required=True, validate=validate.Length(max=EMAIL_MAX_LENGTH))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(max=PASSWORD_MAX_LENGTH))
+    email = Text(required=True, validate=validate.Length(max=EMAIL_MAX_LENGTH))
+    password = Text(required=True, load_only=True, validate=validate.Length(max=PASSWORD_MAX_LENGTH))
 
 
 class UserSchema(Schema):
@@ -31,19 +55,19 @@ class UserSchema(Schema):
 
 class NoteSchema(Schema):
     id = fields.Integer(dump_only=True)
-    title = fields.String(required=True, validate=validate.Length(min=1, max=TITLE_MAX_LENGTH))
-    body = fields.String(load_default="", validate=validate.Length(max=BODY_MAX_LENGTH))
+    title = Text(required=True, validate=validate.Length(min=1, max=TITLE_MAX_LENGTH))
+    body = Text(load_default="", validate=validate.Length(max=BODY_MAX_LENGTH))
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 
 
 class NoteUpdateSchema(Schema):
-    title = fields.String(validate=validate.Length(min=1, max=TITLE_MAX_LENGTH))
-    body = fields.String(validate=validate.Length(max=BODY_MAX_LENGTH))
+    title = Text(validate=validate.Length(min=1, max=TITLE_MAX_LENGTH))
+    body = Text(validate=validate.Length(max=BODY_MAX_LENGTH))
 
 
 class PageQuerySchema(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=PAGE_MAX))
     per_page = fields.Integer(load_default=20, validate=validate.Range(min=1, max=PER_PAGE_MAX))
 
 

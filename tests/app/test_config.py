@@ -32,6 +32,12 @@ def test_production_with_everything_set_loads():
     ({"FLASK_DEBUG": "1"}, "FLASK_DEBUG is on"),
     ({"APP_ENV": "prod"}, "APP_ENV must be one of"),
     ({"DB_POOL_SIZE": "ten"}, "DB_POOL_SIZE must be an integer"),
+    ({"SECRET_KEY": " " * 32}, "SECRET_KEY is too short"),
+    ({"SECRET_KEY": "  " + STRONG_KEY[:30] + "  "}, "SECRET_KEY is too short"),
+    ({"SECRET_KEY": "ab" * 24}, "SECRET_KEY has fewer than 10 distinct characters"),
+    ({"SECRET_KEY": "123456789" * 4}, "SECRET_KEY has fewer than 10 distinct characters"),
+    ({"DATABASE_URL": "mysql://kit:pw@db/kit"}, "DATABASE_URL has the unsupported scheme 'mysql': use postgresql://"),
+    ({"DATABASE_URL": "postgresql+psycopg://kit:pw@db/kit"}, "unsupported scheme 'postgresql\\+psycopg'"),
 ])
 def test_production_refuses_unsafe_settings(change, named):
     with pytest.raises(ConfigError, match=named) as caught:

@@ -1,5 +1,7 @@
 """Every error case answers with its status and the one JSON shape."""
 
+import secrets
+
 import pytest
 
 from app import create_app
@@ -90,7 +92,7 @@ def test_database_down_is_503_with_retry_after(unreachable_env, redis_url):
 
 def test_redis_down_is_503_with_retry_after(unreachable_env, database_url):
     client = create_app({**unreachable_env, "DATABASE_URL": database_url}).test_client()
-    client.set_cookie("session", "some-session-id")  # forces a session store read
+    client.set_cookie("session", secrets.token_urlsafe(32))  # a well-formed id: the store is read
 
     response = client.get("/api/auth/me")
 
