@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast test-docker lint bench docker-up migrate lock clean
+.PHONY: help run test test-fast test-docker lint bench drill docker-up migrate lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,10 @@ lint: $(VENV)/.dev ## Lint the Dockerfile, shell scripts and workflows
 bench: $(VENV)/.dev ## Measure what /health/ready polling costs Postgres, against real servers
 	scripts/install-servers.sh
 	$(BIN)/python -m bench.readiness
+
+drill: $(VENV)/.dev ## Run the resilience drills against real servers and rewrite docs/resilience.md
+	scripts/install-servers.sh
+	$(BIN)/python -m drills
 
 docker-up: ## Run the whole stack in Docker on https://localhost (development settings, no .env needed)
 	docker compose up --build --wait

@@ -57,6 +57,12 @@ worker_tmp_dir = env("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/de
 # gevent patches them in the workers. Default: False.
 preload_app = False
 
+# --- Limits ---------------------------------------------------------------------------------
+# The longest request line Gunicorn reads (8190 is its maximum): just above nginx's 8 KiB
+# (large_client_header_buffers), so that whatever nginx passes on reaches the app, and an
+# over-long URL is refused by nginx alone. Default: 4094.
+limit_request_line = 8190
+
 # --- Proxy ----------------------------------------------------------------------------------
 # Which peers may set X-Forwarded-Proto and friends for Gunicorn itself. The app trusts
 # X-Forwarded-* separately, by hop count (PROXY_FIX_HOPS). Default: 127.0.0.1,::1.

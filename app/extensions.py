@@ -1,13 +1,36 @@
 """Extensions are created unbound here and bound to an app in the factory."""
 
+import logging
+
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+class Database(SQLAlchemy):
+    """Flask-SQLAlchemy, with a request's teardown that cannot fail the request after its answer.
+
+    Teardown rolls back what the request left open. If Postgres stops answering right then, the
+    rollback ends at the request's deadline; raised from teardown, that error would replace an
+    answer already made with Gunicorn's HTML 500. The connection is discarded either way.
+    """
+
+    def _teardown_session(self, exc: BaseException | None) -> None:
+        try:
+            super()._teardown_session(exc)
+        except DBAPIError as error:
+            log.warning("rollback at teardown failed: %s", type(error.orig).__name__)
+            # remove() stops at the failed close(); forget the session, or a later app context
+            # with the same id would be handed this broken one
+            self.session.registry.clear()
+
+
+db = Database(model_class=Base)
 migrate = Migrate()

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
+import psycopg2
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from flask import Blueprint, Flask, current_app, jsonify
 from gevent import Timeout
-from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
 from . import pgwait
@@ -123,11 +125,11 @@ class Readiness:
 
     @staticmethod
     def _read_revisions() -> set[str]:
-        """Reachability and schema in one connection and one round trip: in autocommit mode
-        psycopg2 sends no BEGIN before the query and no ROLLBACK after it."""
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        """Reachability and schema in one connection and one round trip (the pool's checkout
+        costs none, app/datastores.py)."""
+        with db.engine.connect() as connection, _autocommit(connection):
             try:
-                return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+                return set(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
             except ProgrammingError:  # no alembic_version table: never migrated
                 return set()
 
@@ -152,6 +154,23 @@ class Readiness:
 
 class ProbeTimeout(Exception):
     pass
+
+
+@contextmanager
+def _autocommit(connection) -> Iterator[None]:
+    """psycopg2 in autocommit mode sends no BEGIN before a query and no ROLLBACK after it.
+    Switched on the driver's connection, not with SQLAlchemy's isolation_level option, whose
+    reset would cost a `SET default_transaction_isolation` round trip at every return."""
+    driver = connection.connection.driver_connection
+    if not isinstance(driver, psycopg2.extensions.connection):
+        yield
+        return
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if not driver.closed:
+            driver.autocommit = False
 
 
 def init_app(app: Flask) -> None:

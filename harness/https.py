@@ -86,27 +86,25 @@ class Client:
         return LoopbackHTTPConnection(self.server_name, self.port, source=self.source, timeout=self.timeout)
 
     def request(self, method: str, path: str, body=None, headers: dict | None = None) -> Response:
-        """Send one request; a dict or list body goes as JSON. Cookies are sent and kept."""
+        """Send one request; a dict or list body goes as JSON. Cookies are sent and kept.
+
+        A kept-alive connection that the server closed while idle fails before any answer; like
+        a browser, the request is then sent once more on a new connection, if it is safe to
+        repeat (GET, HEAD, OPTIONS, or a write carrying an Idempotency-Key)."""
         headers = dict(headers or {})
         if body is not None and not isinstance(body, bytes):
             body = json.dumps(body).encode()
             headers.setdefault("Content-Type", "application/json")
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        connection = self._connection if self.keep_alive and self._connection else self.connection()
+        repeatable = method in ("GET", "HEAD", "OPTIONS") or "Idempotency-Key" in headers
+        reused = self.keep_alive and self._connection is not None
         try:
-            connection.request(method, path, body=body, headers=headers)
-            reply = connection.getresponse()
-            response = Response(reply.status, reply.headers, reply.read())
-        except BaseException:
-            connection.close()
-            self._connection = None
-            raise
-        if self.keep_alive and not reply.will_close:
-            self._connection = connection
-        else:
-            connection.close()
-            self._connection = None
+            response = self._send(method, path, body, headers)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            if not (reused and repeatable):
+                raise
+            response = self._send(method, path, body, headers)  # on a new connection
         for value in response.headers.get_all("Set-Cookie") or []:
             name, _, rest = value.partition("=")
             cookie_value = rest.split(";", 1)[0]
@@ -114,6 +112,22 @@ class Client:
                 self.cookies[name.strip()] = cookie_value
             else:
                 self.cookies.pop(name.strip(), None)
+        return response
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict) -> Response:
+        connection = self._connection or self.connection()
+        self._connection = None
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            reply = connection.getresponse()
+            response = Response(reply.status, reply.headers, reply.read())
+        except BaseException:
+            connection.close()
+            raise
+        if self.keep_alive and not reply.will_close:
+            self._connection = connection
+        else:
+            connection.close()
         return response
 
     def close(self) -> None:

@@ -37,10 +37,16 @@ class Outcome:
     error: str | None  # "ExceptionClass: message"
     started: float  # time.monotonic() when the request was due
     duration: float  # seconds from `started` to the answer or the error
+    sent: float = 0.0  # time.monotonic() when a worker began it (later than `started` if all were busy)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def service_time(self) -> float:
+        """Seconds from sending to the answer: what the server took, without the wait for a worker."""
+        return self.started + self.duration - max(self.sent, self.started)
 
 
 class Recorder:
@@ -84,6 +90,7 @@ class Recorder:
             "by_status": dict(Counter("error" if o.status is None else str(o.status) for o in outcomes)),
             "by_op": dict(Counter(o.op for o in outcomes)),
             "longest": durations[-1] if durations else None,
+            "longest_service": max((o.service_time for o in outcomes), default=None),
             "p50": _percentile(durations, 50),
             "p99": _percentile(durations, 99),
         }
@@ -152,12 +159,13 @@ class LoadRun:
             if self._stopped.wait(due - time.monotonic()) or time.monotonic() >= deadline:
                 return
             op, operation = self.operations[i % len(self.operations)]
+            sent = time.monotonic()
             status = error = None
             try:
                 status = operation(i, worker)
             except Exception as exc:  # any failure is an outcome to count, not a crash
                 error = f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__
-            self.recorder.add(Outcome(op, status, error, due, time.monotonic() - due))
+            self.recorder.add(Outcome(op, status, error, due, time.monotonic() - due, sent))
 
 
 def run_load(operations: Sequence[tuple[str, Operation]], *, rate: float, duration: float, max_requests: int,

@@ -78,6 +78,8 @@ class PostgresServer:
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast shutdown": it disconnects clients instead of waiting for them.
         if self.proc:
+            if self.proc.poll() is None:
+                self.thaw()  # frozen backends could never act on the shutdown
             stop_process(self.proc, signal.SIGINT)
 
     def restart(self) -> None:
@@ -112,8 +114,12 @@ class PostgresServer:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
+    """`persistent` keeps data across a restart in an append-only file, as production's Redis
+    does (sessions survive); otherwise nothing is written to disk."""
+
+    def __init__(self, workdir: Path, persistent: bool = False):
         self.workdir = workdir
+        self.persistent = persistent
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -126,7 +132,7 @@ class RedisServer:
         with open(self.workdir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                 "--save", "", "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir)],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "redis listening")
@@ -201,7 +207,7 @@ def migrate_to_head(database_url: str) -> None:
     from app import create_app
     from app.extensions import db
 
-    app = create_app({"APP_ENV": "testing", "DATABASE_URL": database_url})
+    app = create_app({"APP_ENV": "testing", "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"})
     with app.app_context():
         upgrade()
         db.engine.dispose()

@@ -19,6 +19,8 @@ from .schemas import CredentialsSchema, ErrorResponseSchema, LoginSchema, UserSc
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and sessions")
 blp.before_request(require_json_body)
+# overrides the document's default (the session cookie) for the operations anyone may call
+public = blp.doc(security=[])
 
 # Compared against when the email is unknown, so a miss costs as much time as a wrong password.
 _UNKNOWN_USER_HASH = generate_password_hash("timing-equaliser-for-unknown-users")
@@ -33,6 +35,7 @@ def current_user() -> User:
 
 
 @blp.post("/register")
+@public
 @blp.arguments(CredentialsSchema)
 @blp.response(201, UserSchema)
 @blp.alt_response(409, schema=ErrorResponseSchema, description="Email already registered")
@@ -52,6 +55,7 @@ def register(credentials):
 
 
 @blp.post("/login")
+@public
 @blp.arguments(LoginSchema)
 @blp.response(200, UserSchema)
 @blp.alt_response(401, schema=ErrorResponseSchema, description="Wrong email or password")
@@ -76,6 +80,7 @@ def login(credentials):
 
 
 @blp.post("/logout")
+@public
 @blp.response(204)
 def logout():
     session.clear()

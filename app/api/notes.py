@@ -97,7 +97,8 @@ def get_note(note_id):
 
 
 @blp.patch(NOTE_PATH)
-@blp.arguments(NoteUpdateSchema)
+# every field is optional, so no body at all is an empty update, as `{}` is
+@blp.arguments(NoteUpdateSchema, required=False)
 @blp.response(200, NoteSchema)
 @unauthenticated
 @not_found

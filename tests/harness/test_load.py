@@ -140,4 +140,10 @@ def test_recorder_answers_when_failures_began_and_ended():
 
 def test_an_empty_summary_has_no_latencies():
     assert Recorder().summary() == {"requests": 0, "ok": 0, "failed": 0, "by_status": {}, "by_op": {},
-                                    "longest": None, "p50": None, "p99": None}
+                                    "longest": None, "longest_service": None, "p50": None, "p99": None}
+
+
+def test_service_time_leaves_out_the_wait_for_a_worker():
+    outcome = Outcome("get", 200, None, started=10.0, duration=3.0, sent=12.5)
+
+    assert outcome.service_time == 0.5

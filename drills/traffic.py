@@ -1,0 +1,132 @@
+"""The traffic a drill sends: users who read and write their notes through nginx, each from
+a loopback address of its own, every write carrying an Idempotency-Key and retried with the
+same key until it succeeds.
+
+Every write is kept in a ledger, so that after the drill the database can be checked against
+what the clients were told: no acknowledged write lost, no write that a client saw fail left
+behind without a successful retry, no duplicate.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from harness.https import Client
+from harness.stack import NativeStack
+from harness.wait import wait_for
+
+# Distinct peers for nginx: its limits are per address (10 r/s of /api/ each, 64 requests in
+# progress), and real traffic comes from many addresses. Linux routes all of 127/8 to lo.
+SOURCES = tuple(f"127.0.0.{n}" for n in range(10, 26))
+PASSWORD = "correct horse battery staple"
+# Longer than any bound the app documents, so a hang shows as a long request, not a client error.
+CLIENT_TIMEOUT = 30.0
+
+
+@dataclass
+class Write:
+    title: str
+    answers: list[int | None] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return any(answer is not None and 200 <= answer < 300 for answer in self.answers)
+
+
+class Users:
+    """One signed-in user per load worker, with its own keep-alive connection and address."""
+
+    def __init__(self, stack: NativeStack, count: int):
+        self.stack = stack
+        self.writes: dict[str, Write] = {}
+        self.retries: list[list[str]] = [[] for _ in range(count)]
+        self._lock = threading.Lock()
+        # signed up in parallel: each sign-up costs two password hashes
+        with ThreadPoolExecutor(8) as pool:
+            self.clients = list(pool.map(self._sign_up, range(count)))
+
+    def _sign_up(self, worker: int) -> Client:
+        client = self.stack.client(source=SOURCES[worker % len(SOURCES)], keep_alive=True, timeout=CLIENT_TIMEOUT)
+        credentials = {"email": f"user-{worker}-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}
+        for path in ("/api/auth/register", "/api/auth/login"):
+            response = client.request("POST", path, credentials)
+            if response.status >= 300:
+                raise RuntimeError(f"signing up user {worker}: {path} answered {response.status}")
+        return client
+
+    def forget_writes(self) -> None:
+        """Start a new ledger (the next drill's)."""
+        self.writes.clear()
+        for pending in self.retries:
+            pending.clear()
+
+    def operations(self, with_writes: bool = True) -> list:
+        """The mix: half reads, a quarter writes, readiness and liveness polls."""
+        mix = [("read", self.read), ("write", self.write), ("read", self.read), ("ready", self.ready),
+               ("read", self.read), ("write", self.write), ("read", self.read), ("health", self.health)]
+        return [(name, op) for name, op in mix if with_writes or name != "write"]
+
+    def read(self, i: int, worker: int) -> int:
+        return self.clients[worker].request("GET", "/api/notes?per_page=5").status
+
+    def ready(self, i: int, worker: int) -> int:
+        return self.clients[worker].request("GET", "/health/ready").status
+
+    def health(self, i: int, worker: int) -> int:
+        return self.clients[worker].request("GET", "/health").status
+
+    def write(self, i: int, worker: int) -> int:
+        """A new note, or first the oldest write of this user that failed, with its key."""
+        pending = self.retries[worker]
+        key = pending.pop(0) if pending else str(uuid.uuid4())
+        with self._lock:
+            record = self.writes.setdefault(key, Write(f"drill {key}"))
+        status = None
+        try:
+            status = self.clients[worker].request("POST", "/api/notes", {"title": record.title},
+                                                  headers={"Idempotency-Key": key}).status
+            return status
+        finally:
+            record.answers.append(status)
+            if not record.succeeded:
+                pending.append(key)
+
+    def retry_failed_writes(self, within: float = 60) -> None:
+        """What a client does once the service is back: send each failed write again, same key."""
+
+        def all_done() -> bool:
+            for worker, pending in enumerate(self.retries):
+                for _ in range(len(pending)):
+                    try:
+                        self.write(0, worker)
+                    except OSError:
+                        pass
+            return not any(self.retries)
+
+        wait_for(all_done, within, "every failed write retried to success", interval=0.5)
+
+    def verify_writes(self) -> list[str]:
+        """Broken promises, comparing the database with what each client was told."""
+        rows = Counter()
+        for line in self.stack.sql("SELECT title, count(*) FROM notes WHERE title LIKE 'drill %' "
+                                   "GROUP BY title").splitlines():
+            title, count = line.rsplit("|", 1)
+            rows[title] = int(count)
+        problems = []
+        for key, record in self.writes.items():
+            stored = rows[record.title]
+            if stored > 1:
+                problems.append(f"write {key} is stored {stored} times")
+            elif record.succeeded and stored == 0:
+                problems.append(f"write {key} was acknowledged ({record.answers}) but is not stored")
+            elif not record.succeeded and stored:
+                problems.append(f"write {key} is stored although its client only saw {record.answers}")
+        return problems
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
