@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from harness.stack import NativeStack
+from harness.traffic import Users
 
 from . import report, scenarios
-from .traffic import Users
 
 
 def main() -> int:

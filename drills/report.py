@@ -12,9 +12,9 @@ from importlib.metadata import version
 from harness import REPO
 from harness.process import find_binary
 from harness.stack import NativeStack
+from harness.traffic import SOURCES
 
 from .scenarios import RATE, SETTINGS
-from .traffic import SOURCES
 
 DOCUMENT = REPO / "docs" / "resilience.md"
 COLUMNS = ("drill", "fault", "requests", "failed", "by_status", "longest_s", "detect_s", "recover_s")

@@ -22,9 +22,8 @@ import psycopg2
 from harness.https import Client
 from harness.load import LoadRun, Recorder
 from harness.stack import NativeStack
+from harness.traffic import PASSWORD, SOURCES, Users
 from harness.wait import wait_for
-
-from .traffic import PASSWORD, SOURCES, Users
 
 RATE = 60  # requests per second through nginx, at least the 50 the drills promise
 WORKERS = 48

@@ -24,10 +24,13 @@ class Stack:
     files: tuple[Path, ...] = DEV_FILES
     up_args: tuple[str, ...] = ("--build",)
     tls: ssl.SSLContext | None = None
-    client: Client | None = None
+    user: Client | None = None
+    env_file: Path | None = None  # a server's .env, for its variables (Compose reads none from the repo)
 
     def compose_command(self, *args: str) -> list[str]:
         command = [compose_binary(), "--project-name", self.project]
+        if self.env_file:
+            command += ["--env-file", str(self.env_file)]
         for file in self.files:
             command += ["--file", str(file)]
         return [*command, *args]
@@ -48,20 +51,34 @@ class Stack:
 
     @property
     def cookies(self) -> dict[str, str]:
-        return self.client.cookies
+        return self.user.cookies
 
-    def new_client(self, **options) -> Client:
-        """Another user agent for this stack, trusting its certificate, with its own cookies."""
+    def client(self, **options) -> Client:
+        """A user agent for this stack, trusting its certificate, with cookies of its own."""
+        if self.tls is None:
+            self.trust_certificate()
         return Client(self.https_port, self.tls, SERVER_NAME, **options)
 
     def request(self, method: str, path: str, body=None, headers: dict | None = None, *, https: bool = True,
                 timeout: float = 30) -> Response:
-        """One request from the stack's own client (which keeps its cookies), over HTTPS or HTTP."""
-        self.client.timeout = timeout
+        """One request from the stack's own user (who keeps its cookies), over HTTPS or HTTP."""
+        if self.user is None:
+            self.user = self.client()
+        self.user.timeout = timeout
         if https:
-            return self.client.request(method, path, body, headers)
-        plain = Client(self.http_port, None, SERVER_NAME, https=False, timeout=timeout, cookies=self.client.cookies)
+            return self.user.request(method, path, body, headers)
+        plain = Client(self.http_port, None, SERVER_NAME, https=False, timeout=timeout, cookies=self.user.cookies)
         return plain.request(method, path, body, headers)
+
+    def sql(self, statement: str) -> str:
+        """A statement run by psql in the db container, answers unaligned (`a|b` per row)."""
+        return self.compose("exec", "-T", "db", "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "flask",
+                            "-d", "flask", "-c", statement).stdout.strip()
+
+    def trust_certificate(self) -> None:
+        """Trust exactly the certificate nginx serves (the one its entrypoint generated)."""
+        cert = self.compose("exec", "-T", "nginx", "cat", "/etc/nginx/certs/fullchain.pem").stdout
+        self.tls = tls_context(cadata=cert)
 
     def up(self) -> None:
         """`up --wait`; on failure, fail with compose's output and the services' last log lines."""
@@ -70,10 +87,7 @@ class Stack:
             logs = self.compose("logs", "--no-color", "--tail", "60", check=False).stdout
             raise AssertionError(f"compose up failed ({up.returncode}):\n{up.stdout[-6000:]}\n{up.stderr[-6000:]}"
                                  f"\n--- logs ---\n{logs[-8000:]}")
-        # Trust exactly the development certificate nginx generated on first start.
-        cert = self.compose("exec", "-T", "nginx", "cat", "/etc/nginx/certs/fullchain.pem").stdout
-        self.tls = tls_context(cadata=cert)
-        self.client = self.new_client(timeout=30)
+        self.trust_certificate()
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "45", check=False)

@@ -24,6 +24,9 @@ from .wait import wait_for
 
 NGINX_DIR = REPO / "nginx"
 CERT_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "40-dev-certificate.sh"
+UPSTREAM_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "30-upstream.sh"
+# What `load_test` sets instead of the shipped per-address limits (10r/s, 64).
+LOAD_TEST_LIMITS = {"NGINX_API_RATE": "1000000r/s", "NGINX_CONN_LIMIT": "65535"}
 SYSTEM_MIME_TYPES = Path("/etc/nginx/mime.types")
 _VARIABLE = re.compile(r"\$(?:\{(NGINX_\w+)\}|(NGINX_\w+))")
 
@@ -63,11 +66,19 @@ def make_certificate(cert_dir: Path, server_name: str = SERVER_NAME) -> subproce
     return subprocess.run([str(CERT_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
-def loopback_env(prefix: Path, *, upstream: str, http_port: int, https_port: int) -> dict[str, str]:
-    """Template values for a loopback run: listeners on 127.0.0.1, directories inside the prefix."""
+def write_upstream(prefix: Path, upstream: str) -> subprocess.CompletedProcess:
+    """Run the image's real upstream hook: upstream.d/web.conf under the prefix."""
+    env = {**os.environ, "NGINX_UPSTREAM": upstream, "NGINX_UPSTREAM_DIR": str(prefix / "upstream.d")}
+    return subprocess.run([str(UPSTREAM_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def loopback_env(prefix: Path, *, http_port: int, https_port: int) -> dict[str, str]:
+    """Template values for a loopback run: listeners on 127.0.0.1, directories inside the prefix,
+    the shipped per-address limits."""
     return {
         "NGINX_SERVER_NAME": SERVER_NAME,
-        "NGINX_UPSTREAM": upstream,
+        "NGINX_API_RATE": "10r/s",
+        "NGINX_CONN_LIMIT": "64",
         "NGINX_HTTP_PORT": f"127.0.0.1:{http_port}",
         "NGINX_HTTPS_PORT": f"127.0.0.1:{https_port}",
         "NGINX_CERT_DIR": str(prefix / "certs"),
@@ -120,16 +131,9 @@ class NginxTree:
         return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=60)
 
 
-def build_tree(prefix: Path, env: dict[str, str], load_test: bool = False) -> NginxTree:
-    """Lay nginx/ out under prefix as the image does under /etc/nginx. `load_test` lifts the
-    per-address limits (the /api/ rate, requests in progress) for a load run from one address."""
-    conf = (NGINX_DIR / "nginx.conf").read_text()
-    if load_test:
-        for pattern, replacement in ((r"(zone=api:\S+ rate=)\S+;", r"\g<1>1000000r/s;"),
-                                     (r"(\n\s*limit_conn addr )\d+;", r"\g<1>65535;")):
-            conf, count = re.subn(pattern, replacement, conf)
-            assert count == 1, f"nginx.conf no longer matches {pattern!r}: update harness/nginx.py"
-    (prefix / "nginx.conf").write_text(conf)
+def build_tree(prefix: Path, env: dict[str, str]) -> NginxTree:
+    """Lay nginx/ out under prefix as the image does under /etc/nginx."""
+    shutil.copy(NGINX_DIR / "nginx.conf", prefix / "nginx.conf")
     shutil.copytree(NGINX_DIR / "snippets", prefix / "snippets")
     # mime.types ships with nginx (Debian's package and the official image alike).
     shutil.copy(SYSTEM_MIME_TYPES, prefix / "mime.types")
@@ -146,16 +150,20 @@ class NginxServer:
     TLS with the image's own development certificate and proxying to 127.0.0.1:upstream_port."""
 
     def __init__(self, upstream_port: int, *, load_test: bool = False):
+        """`load_test` lifts the per-address limits (the /api/ rate, requests in progress), for
+        load from one address."""
         self.prefix = world_readable_dir()
         self.http_port, self.https_port = free_port(), free_port()
-        env = loopback_env(self.prefix, upstream=f"127.0.0.1:{upstream_port}", http_port=self.http_port,
-                           https_port=self.https_port)
-        result = make_certificate(self.prefix / "certs")
-        if result.returncode != 0:
-            raise RuntimeError(f"the certificate hook failed: {result.stderr}")
+        env = loopback_env(self.prefix, http_port=self.http_port, https_port=self.https_port)
+        if load_test:
+            env.update(LOAD_TEST_LIMITS)
+        hooks = (make_certificate(self.prefix / "certs"), write_upstream(self.prefix, f"127.0.0.1:{upstream_port}"))
+        for result in hooks:
+            if result.returncode != 0:
+                raise RuntimeError(f"an image hook failed: {result.stderr}")
         write_file(self.prefix / "static" / "robots.txt", "User-agent: *\nDisallow:\n")
         write_file(self.prefix / "acme" / ".well-known" / "acme-challenge" / "token-123", "token-123.thumbprint")
-        self.tree = build_tree(self.prefix, env, load_test)
+        self.tree = build_tree(self.prefix, env)
         self.proc: subprocess.Popen | None = None
 
     @property

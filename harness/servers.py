@@ -211,3 +211,80 @@ def migrate_to_head(database_url: str) -> None:
     with app.app_context():
         upgrade()
         db.engine.dispose()
+
+
+class RegistryServer:
+    """Debian's docker-registry (the CNCF distribution registry) on a loopback port. Docker
+    treats registries on 127.0.0.0/8 as insecure-allowed, so plain HTTP works unconfigured."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.yml"
+        config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n"
+                          f"    rootdirectory: {self.workdir / 'data'}\nhttp:\n  addr: {self.address}\n")
+        with open(self.workdir / "registry.log", "ab") as log:
+            self.proc = subprocess.Popen([find_binary("docker-registry"), "serve", str(config)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "the registry listening")
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)
+
+
+class SshServer:
+    """OpenSSH's sshd on a loopback port, for one key the caller makes, as the root user the
+    suite runs as. `environment` is set for every session (sshd's SetEnv), as a server's
+    profile would set it."""
+
+    def __init__(self, workdir: Path, authorized_key: str, environment: dict[str, str]):
+        self.workdir = workdir
+        self.port = free_port()
+        self.authorized_key = authorized_key
+        self.environment = environment
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def host_key(self) -> Path:
+        return self.workdir / "host_ed25519"
+
+    def known_hosts_line(self) -> str:
+        return f"[127.0.0.1]:{self.port} {(self.workdir / 'host_ed25519.pub').read_text().strip()}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.host_key)], check=True)
+        authorized = self.workdir / "authorized_keys"
+        authorized.write_text(self.authorized_key)
+        authorized.chmod(0o600)
+        settings = {
+            "Port": self.port, "ListenAddress": "127.0.0.1", "HostKey": self.host_key,
+            "AuthorizedKeysFile": authorized, "PidFile": self.workdir / "sshd.pid",
+            "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no", "UsePAM": "no",
+            "PermitRootLogin": "prohibit-password", "StrictModes": "no",
+            # scp speaks SFTP since OpenSSH 9; Debian's packaged config has this line too
+            "Subsystem": "sftp internal-sftp",
+        }
+        if self.environment:
+            settings["SetEnv"] = " ".join(f'"{name}={value}"' for name, value in self.environment.items())
+        config = self.workdir / "sshd_config"
+        config.write_text("".join(f"{name} {value}\n" for name, value in settings.items()))
+        # the privilege-separation directory sshd insists on, as Debian's service creates it
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        with open(self.workdir / "sshd.log", "ab") as log:
+            self.proc = subprocess.Popen([find_binary("sshd"), "-D", "-e", "-f", str(config)],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "sshd listening")
+
+    def stop(self) -> None:
+        if self.proc:
+            stop_process(self.proc)

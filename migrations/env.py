@@ -31,6 +31,22 @@ def skip_empty_autogenerate(context, revision, directives):
         log.info("No changes in schema detected.")
 
 
+def database_is_ahead() -> bool:
+    """An upgrade to head finds the database at a revision this release does not know: a newer
+    release migrated it first (expand and contract, docs/deploy.md). That is this release's
+    head already, as far as it can tell: nothing to do, rather than an error that would stop a
+    redeploy or a rollback. Any other command (a downgrade) still fails on it."""
+    target = context.get_revision_argument()  # "head" comes resolved to the head revision(s)
+    if set(target if isinstance(target, tuple) else [target]) != set(context.script.get_heads()):
+        return False
+    known = {script.revision for script in context.script.walk_revisions()}
+    unknown = set(context.get_context().get_current_heads()) - known
+    if unknown:
+        log.info("The database is at %s, newer than this release's migrations: nothing to upgrade.",
+                 ", ".join(sorted(unknown)))
+    return bool(unknown)
+
+
 def run_migrations_offline():
     context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
                       literal_binds=True, compare_type=True)
@@ -53,6 +69,8 @@ def run_migrations_online():
                 # A migration that waits for a busy table queues every query on that table
                 # behind it: give up after a few seconds instead, and let the deploy retry.
                 connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
+            if database_is_ahead():
+                return
             context.run_migrations()
 
 

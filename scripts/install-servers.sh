@@ -21,6 +21,9 @@ declare -A needed=(
   [curl]=curl
   [dockerd]=docker.io
   [debootstrap]=debootstrap
+  # a real registry for release images, and an SSH server to deploy over (loopback only)
+  [docker-registry]=docker-registry
+  [sshd]=openssh-server
 )
 
 have() {
@@ -48,7 +51,13 @@ fi
 
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Installing must not start the packages' own daemons (redis on 6379, nginx on 80, sshd on
+# 22): the suite starts its own on free loopback ports. invoke-rc.d asks policy-rc.d first.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod +x "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian may start the services it installs (redis on 6379, nginx on 80); the suite
-# never talks to them: it starts its own on free loopback ports.

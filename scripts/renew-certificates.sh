@@ -3,7 +3,7 @@
 ### Usage: scripts/renew-certificates.sh [--dry-run]
 ###   Run on the server from the directory holding the Compose files and .env,
 ###   e.g. daily from root's crontab:
-###     17 3 * * * cd /srv/flask-kit && scripts/renew-certificates.sh >>/var/log/flask-kit-renew.log 2>&1
+###     17 3 * * * cd /srv/flask-kit && ./renew-certificates.sh >>/var/log/flask-kit-renew.log 2>&1
 ###   certbot renews only certificates within 30 days of expiry, so a daily run
 ###   is cheap. The deploy hook recorded when the certificate was issued
 ###   (docs/deploy.md) copies a renewed one into the volume nginx reads; the

@@ -29,7 +29,7 @@ PROD_REQUIRED = {
 # Variables the Compose files read; cleared so the developer's shell cannot leak in.
 COMPOSE_VARIABLES = {*PROD_REQUIRED, "WEB_IMAGE", "BASE_IMAGE", "WHEELHOUSE", "GIT_SHA", "POSTGRES_IMAGE",
                      "REDIS_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "HTTP_PORT", "HTTPS_PORT", "LOG_LEVEL",
-                     "NGINX_SERVER_NAME", "SENTRY_DSN"}
+                     "NGINX_SERVER_NAME", "SENTRY_DSN", "WEB_REPLICAS", "NGINX_API_RATE", "NGINX_CONN_LIMIT"}
 
 
 def tool(name: str) -> str:
@@ -65,8 +65,9 @@ def shell_scripts() -> list[Path]:
 
 # --- linters ------------------------------------------------------------------------------
 
-def test_dockerfile_passes_hadolint():
-    result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=REPO, capture_output=True, text=True)
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "nginx/Dockerfile"])
+def test_dockerfiles_pass_hadolint(dockerfile):
+    result = subprocess.run([tool("hadolint"), dockerfile], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -109,7 +110,7 @@ def test_dockerignore_allows_only_what_the_image_needs():
     assert lines[0] == "*", "allow-list: everything else (.env*, .git, tests, .venv, docs) stays out"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert allowed == {"app", "migrations", "wsgi.py", "gunicorn.conf.py", "requirements.txt",
-                       "scripts/docker-entrypoint.sh", "build/wheels"}
+                       "scripts/docker-entrypoint.sh", "build/wheels", "nginx"}
     assert "**/.env*" in lines
 
 
@@ -182,6 +183,21 @@ def test_prod_runs_the_exact_registry_image_and_never_builds():
         assert PROD_REQUIRED["POSTGRES_PASSWORD"] in env["DATABASE_URL"]
         assert PROD_REQUIRED["REDIS_PASSWORD"] in env["REDIS_URL"]
     assert services["migrate"]["restart"] == "no"
+
+
+def test_prod_runs_both_release_images_and_no_source_from_the_host():
+    services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
+    release = f"{PROD_REQUIRED['REGISTRY']}/flask-kit-nginx:{PROD_REQUIRED['TAG']}"
+    assert services["nginx"]["image"] == release
+    # only named volumes: a server holds the Compose files, .env and the history, no checkout
+    assert {volume["type"] for name in ("nginx", "web") for volume in services[name].get("volumes", [])} <= {"volume"}
+    assert "/etc/nginx/upstream.d" in services["nginx"]["tmpfs"]
+
+
+def test_prod_runs_two_web_replicas_unless_told_otherwise():
+    assert model(DEV, PROD, env=PROD_REQUIRED)["services"]["web"]["deploy"]["replicas"] == 2
+    scaled = model(DEV, PROD, env={**PROD_REQUIRED, "WEB_REPLICAS": "4"})
+    assert scaled["services"]["web"]["deploy"]["replicas"] == 4
 
 
 def test_prod_publishes_only_nginx_on_all_interfaces():

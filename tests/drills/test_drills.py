@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import pytest
 
 from drills import scenarios
-from drills.traffic import Users
 from harness.stack import NativeStack
+from harness.traffic import Users
 
 pytestmark = pytest.mark.slow
 

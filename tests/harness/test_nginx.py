@@ -1,16 +1,19 @@
-"""harness.nginx: the repo's tree as the image lays it out, and its load-test variant."""
+"""harness.nginx: the repo's tree run by the real nginx, and its load-test variant."""
 
-from harness.nginx import build_tree, loopback_env, make_certificate
+from harness.nginx import LOAD_TEST_LIMITS, NginxServer
 
 
-def test_a_load_test_tree_lifts_only_the_per_address_limits(nginx_prefix):
-    env = loopback_env(nginx_prefix, upstream="127.0.0.1:9", http_port=8080, https_port=8443)
-    assert make_certificate(nginx_prefix / "certs").returncode == 0
+def test_a_load_test_server_lifts_only_the_per_address_limits():
+    server = NginxServer(upstream_port=9, load_test=True)
+    try:
+        rendered = (server.prefix / "conf.d" / "default.conf").read_text()
+        upstream = (server.prefix / "upstream.d" / "web.conf").read_text()
+        result = server.tree.check()
+    finally:
+        server.close()
 
-    tree = build_tree(nginx_prefix, env, load_test=True)
-
-    conf = tree.conf.read_text()
-    assert "rate=1000000r/s;" in conf and "limit_conn addr 65535;" in conf
-    assert "limit_conn_status 429;" in conf  # everything else is the shipped file
-    result = tree.check()
+    assert f"rate={LOAD_TEST_LIMITS['NGINX_API_RATE']};" in rendered
+    assert f"limit_conn addr {LOAD_TEST_LIMITS['NGINX_CONN_LIMIT']};" in rendered
+    assert "limit_req zone=api burst=20 nodelay;" in rendered  # everything else as shipped
+    assert upstream == "server 127.0.0.1:9;\n"
     assert result.returncode == 0, result.stderr

@@ -11,13 +11,24 @@ from pathlib import Path
 import pytest
 
 from harness import VENV_BIN
-from harness.nginx import CERT_SCRIPT, NGINX_DIR, build_tree, loopback_env, make_certificate, render, template_variables
+from harness.nginx import (
+    CERT_SCRIPT,
+    NGINX_DIR,
+    UPSTREAM_SCRIPT,
+    build_tree,
+    loopback_env,
+    make_certificate,
+    render,
+    template_variables,
+    write_upstream,
+)
 from harness.process import find_binary
 
 # The contract's template variables, with the values the container uses.
 CONTAINER_ENV = {
     "NGINX_SERVER_NAME": "localhost",
-    "NGINX_UPSTREAM": "web:8000",
+    "NGINX_API_RATE": "10r/s",
+    "NGINX_CONN_LIMIT": "64",
     "NGINX_HTTP_PORT": "80",
     "NGINX_HTTPS_PORT": "443",
     "NGINX_CERT_DIR": "/etc/nginx/certs",
@@ -51,15 +62,17 @@ def test_rendered_template_keeps_nginx_variables():
     assert "NGINX_" not in re.sub(r"#.*", "", rendered)
     for nginx_variable in ("$host", "$request_uri"):
         assert nginx_variable in rendered
-    assert "server web:8000;" in rendered
+    assert "include upstream.d/*.conf;" in rendered
+    assert "rate=10r/s;" in rendered and "limit_conn addr 64;" in rendered
     assert "ssl_certificate /etc/nginx/certs/fullchain.pem;" in rendered
 
 
 @pytest.mark.parametrize("server_name", ["localhost", "example.com"])
 def test_nginx_accepts_the_rendered_tree(nginx_prefix, server_name):
-    env = loopback_env(nginx_prefix, upstream="127.0.0.1:9", http_port=8080, https_port=8443)
+    env = loopback_env(nginx_prefix, http_port=8080, https_port=8443)
     env["NGINX_SERVER_NAME"] = server_name
     assert make_certificate(nginx_prefix / "certs", server_name).returncode == 0
+    assert write_upstream(nginx_prefix, "127.0.0.1:9").returncode == 0
     tree = build_tree(nginx_prefix, env)
 
     result = tree.check()
@@ -75,7 +88,8 @@ def test_nginx_accepts_the_rendered_tree(nginx_prefix, server_name):
 
 def test_nginx_refuses_a_missing_certificate(nginx_prefix):
     # Proves the test above really loads the certificate files.
-    env = loopback_env(nginx_prefix, upstream="127.0.0.1:9", http_port=8080, https_port=8443)
+    env = loopback_env(nginx_prefix, http_port=8080, https_port=8443)
+    assert write_upstream(nginx_prefix, "127.0.0.1:9").returncode == 0
     tree = build_tree(nginx_prefix, env)
 
     result = tree.check()
@@ -182,3 +196,21 @@ def test_proxied_locations_use_the_proxy_snippet(template):
     for header, directives in blocks(template.read_text()):
         if any(d.startswith("proxy_pass") for d in directives):
             assert "include snippets/proxy.conf;" in directives, header
+
+
+def test_upstream_hook_names_every_target_and_keeps_a_deployed_list(nginx_prefix):
+    first = write_upstream(nginx_prefix, "web:8000 other:8000")
+    listed = (nginx_prefix / "upstream.d" / "web.conf").read_text()
+    (nginx_prefix / "upstream.d" / "web.conf").write_text("server fk-web-3:8000;\n")  # as deploy.sh writes it
+    again = write_upstream(nginx_prefix, "web:8000")
+
+    assert first.returncode == again.returncode == 0
+    assert listed == "server web:8000;\nserver other:8000;\n"
+    assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == "server fk-web-3:8000;\n"
+    assert "keeping" in again.stdout
+
+
+def test_upstream_hook_is_executable_and_shellcheck_clean():
+    assert os.access(UPSTREAM_SCRIPT, os.X_OK)
+    result = subprocess.run([str(SHELLCHECK), str(UPSTREAM_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout

@@ -1,5 +1,6 @@
-"""scripts/deploy.sh: check out, pin TAG, pull, migrate, then up, in that order, stopping at the
-first failure. Compose and git are replaced by stubs that record their calls."""
+"""scripts/deploy.sh and scripts/deploy-over-ssh.sh refuse bad arguments and a wrong directory
+before touching anything. What they do to a running stack, under load, is tested on the
+private Docker engine (tests/docker/test_releases.py)."""
 
 from __future__ import annotations
 
@@ -12,84 +13,78 @@ import pytest
 
 from harness import REPO
 
-SCRIPT = REPO / "scripts" / "deploy.sh"
-SHA = "0123456789abcdef0123456789abcdef01234567"
-FILES = "--file docker-compose.yml --file docker-compose.prod.yml"
+DEPLOY = REPO / "scripts" / "deploy.sh"
+OVER_SSH = REPO / "scripts" / "deploy-over-ssh.sh"
 STUB = """#!/bin/sh
 echo "$(basename "$0") $*" >> "$CALLS"
-case "$*" in *"$FAIL_ON"*) [ -n "$FAIL_ON" ] && exit 7;; esac
 exit 0
 """
 
 
 @pytest.fixture
-def project(tmp_path):
-    """A deploy directory with the Compose files, a .env, and stubs for compose and git."""
+def server(tmp_path):
+    """A deploy directory with the Compose files and a .env; Compose and Docker are stubs that
+    record any call (none is expected here)."""
     for name in ("docker-compose.yml", "docker-compose.prod.yml"):
         shutil.copy(REPO / name, tmp_path / name)
-    (tmp_path / ".env").write_text("REGISTRY=ghcr.io/acme\nTAG=oldsha1\nDOMAIN=app.example.com\n")
-    for name in ("compose", "git"):
+    (tmp_path / ".env").write_text("REGISTRY=ghcr.io/acme\nTAG=0123456\nDOMAIN=app.example.com\n")
+    for name in ("compose", "docker"):
         (tmp_path / name).write_text(STUB)
         (tmp_path / name).chmod(0o755)
     return tmp_path
 
 
-def run(project: Path, *args: str, fail_on: str = ""):
-    calls = project / "calls.log"
-    env = {**os.environ, "COMPOSE": str(project / "compose"), "GIT": str(project / "git"),
-           "CALLS": str(calls), "FAIL_ON": fail_on}
-    result = subprocess.run([str(SCRIPT), *args], cwd=project, env=env, capture_output=True, text=True, timeout=30)
+def run(server: Path, *args: str):
+    calls = server / "calls.log"
+    env = {**os.environ, "COMPOSE": str(server / "compose"), "DOCKER": str(server / "docker"), "CALLS": str(calls)}
+    result = subprocess.run([str(DEPLOY), *args], cwd=server, env=env, capture_output=True, text=True, timeout=30)
     return result, calls.read_text().splitlines() if calls.exists() else []
 
 
-def test_deploys_in_order_and_pins_the_tag(project):
-    result, calls = run(project, SHA)
-
-    assert result.returncode == 0, result.stderr
-    assert calls == [
-        "git fetch --quiet origin",
-        f"git checkout --quiet --detach {SHA}",
-        f"compose {FILES} pull web migrate",
-        f"compose {FILES} run --rm migrate",
-        f"compose {FILES} up -d --wait",
-    ]
-    assert (project / ".env").read_text() == f"REGISTRY=ghcr.io/acme\nTAG={SHA}\nDOMAIN=app.example.com\n"
-
-
-def test_a_failed_migration_leaves_the_running_release_alone(project):
-    result, calls = run(project, SHA, fail_on="run --rm migrate")
-
-    assert result.returncode == 7
-    assert not any("up -d" in call for call in calls)
-
-
-def test_a_missing_tag_line_is_added(project):
-    (project / ".env").write_text("REGISTRY=ghcr.io/acme\n")
-
-    run(project, SHA)
-
-    assert (project / ".env").read_text().splitlines()[-1] == f"TAG={SHA}"
-
-
 @pytest.mark.parametrize("args, code, message", [
-    (["--help"], 0, "Usage: scripts/deploy.sh <git-sha>"),
-    ([], 2, "Usage: scripts/deploy.sh <git-sha>"),
-    (["main"], 1, "'main' is not a git commit SHA"),
-    (["abc; rm -rf /"], 1, "is not a git commit SHA"),
+    (["--help"], 0, "Usage: scripts/deploy.sh deploy <git-sha>"),
+    ([], 2, "Usage: scripts/deploy.sh deploy <git-sha>"),
+    (["ship", "0123456"], 2, "Usage:"),
+    (["deploy", "main"], 1, "deploy: error: start failed: 'main' is not a git commit SHA; fix: pass 7 to 40"),
+    (["deploy", "abc; rm -rf /"], 1, "is not a git commit SHA"),
+    (["deploy"], 1, "'' is not a git commit SHA"),
+    (["scale", "0"], 1, "'0' is not a replica count"),
+    (["scale", "two"], 1, "'two' is not a replica count"),
+    (["rollback", "fedcba9"], 1, "fedcba9 is not a recorded release; fix: pick one from"),
+    (["rollback"], 1, "no earlier release is recorded; fix: deploy a commit instead"),
 ])
-def test_arguments_are_validated_before_anything_runs(project, args, code, message):
-    result, calls = run(project, *args)
+def test_arguments_are_validated_before_anything_runs(server, args, code, message):
+    result, calls = run(server, *args)
 
     assert result.returncode == code
     assert message in result.stdout + result.stderr
     assert calls == []
 
 
-def test_refuses_to_run_without_env_file(project):
-    (project / ".env").unlink()
+def test_refuses_to_run_without_env_file(server):
+    (server / ".env").unlink()
 
-    result, calls = run(project, SHA)
+    result, calls = run(server, "deploy", "0123456")
 
     assert result.returncode == 1
-    assert ".env is missing" in result.stderr
+    assert "deploy: error: start failed: .env is missing; fix: create it first" in result.stderr
     assert calls == []
+
+
+def test_refuses_to_run_outside_the_deploy_directory(server, tmp_path_factory):
+    result, calls = run(tmp_path_factory.mktemp("elsewhere"), "status")
+
+    assert result.returncode == 1
+    assert "the Compose files are not here" in result.stderr
+
+
+@pytest.mark.parametrize("missing", ["DEPLOY_HOST", "DEPLOY_USER", "DEPLOY_SSH_KEY_FILE", "DEPLOY_KNOWN_HOSTS_FILE"])
+def test_deploy_over_ssh_names_a_missing_setting(missing):
+    env = {"PATH": os.environ["PATH"], "DEPLOY_HOST": "h", "DEPLOY_USER": "u", "DEPLOY_SSH_KEY_FILE": "k",
+           "DEPLOY_KNOWN_HOSTS_FILE": "kh"}
+    del env[missing]
+
+    result = subprocess.run([str(OVER_SSH), "0123456"], env=env, capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 1
+    assert f"{missing} is not set" in result.stderr

@@ -1,6 +1,6 @@
-"""The traffic a drill sends: users who read and write their notes through nginx, each from
-a loopback address of its own, every write carrying an Idempotency-Key and retried with the
-same key until it succeeds.
+"""The app's own traffic, for drills and release tests: users who read and write their notes
+through nginx, each from a loopback address of its own, every write carrying an Idempotency-Key
+and retried with the same key until it succeeds.
 
 Every write is kept in a ledger, so that after the drill the database can be checked against
 what the clients were told: no acknowledged write lost, no write that a client saw fail left
@@ -14,10 +14,10 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from harness.https import Client
-from harness.stack import NativeStack
-from harness.wait import wait_for
+from .https import Client
+from .wait import wait_for
 
 # Distinct peers for nginx: its limits are per address (10 r/s of /api/ each, 64 requests in
 # progress), and real traffic comes from many addresses. Linux routes all of 127/8 to lo.
@@ -25,6 +25,14 @@ SOURCES = tuple(f"127.0.0.{n}" for n in range(10, 26))
 PASSWORD = "correct horse battery staple"
 # Longer than any bound the app documents, so a hang shows as a long request, not a client error.
 CLIENT_TIMEOUT = 30.0
+
+
+class Site(Protocol):
+    """What users need of a running stack (harness.stack.NativeStack, harness.compose.Stack)."""
+
+    def client(self, **options) -> Client: ...
+
+    def sql(self, statement: str) -> str: ...
 
 
 @dataclass
@@ -40,7 +48,7 @@ class Write:
 class Users:
     """One signed-in user per load worker, with its own keep-alive connection and address."""
 
-    def __init__(self, stack: NativeStack, count: int):
+    def __init__(self, stack: Site, count: int):
         self.stack = stack
         self.writes: dict[str, Write] = {}
         self.retries: list[list[str]] = [[] for _ in range(count)]

@@ -1,0 +1,398 @@
+"""Releases under load, on the private Docker engine: scripts/deploy.sh against the production
+Compose files, with a real registry, while users read and write through nginx TLS at 100
+requests/s and every answer is counted.
+
+The server is a directory holding only the Compose files and .env (no checkout); the releases
+are images built from this repo and pushed to the registry: A and B (which differ in their
+release id), C (its web exits at boot), and D (ready inside its container, failing readiness
+once it takes traffic through nginx, and bringing a migration of its own). The scenarios run
+in order on one stack, as a server lives through them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness import REPO
+from harness.compose import Stack
+from harness.docker import DockerEngine, compose_binary
+from harness.load import LoadRun, Recorder
+from harness.process import free_port
+from harness.servers import RegistryServer, SshServer
+from harness.traffic import Users
+from harness.wait import wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+A, B, C, D = (letter * 39 + "1" for letter in "abcd")
+RATE = 100  # requests per second through nginx during every release
+LOAD_USERS = 16
+SERVER_FILES = ("docker-compose.yml", "docker-compose.prod.yml")
+LOOPBACK = Path(__file__).with_name("compose.loopback.yml")
+DEPLOY = REPO / "scripts" / "deploy.sh"
+
+
+@dataclass
+class Server:
+    """The deploy directory of one server and what it takes to run deploy.sh there."""
+
+    path: Path
+    env: dict[str, str]
+    stack: Stack
+
+    def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(DEPLOY), *args], cwd=self.path, env=self.env, capture_output=True, text=True,
+                                timeout=600)
+        if check:
+            assert result.returncode == 0, f"deploy.sh {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def history(self) -> list[str]:
+        return [line.split()[2] for line in (self.path / "releases.log").read_text().splitlines()]
+
+    def env_tag(self) -> str:
+        return self.setting("TAG")
+
+    def web_containers(self) -> list[str]:
+        return self.stack.compose("ps", "--all", "--quiet", "web").stdout.split()
+
+    def setting(self, name: str) -> str:
+        return next(line.split("=", 1)[1] for line in (self.path / ".env").read_text().splitlines()
+                    if line.startswith(f"{name}="))
+
+    def inspect(self, service: str, template: str) -> str:
+        """One container of the service (its first replica)."""
+        container = self.stack.compose("ps", "--quiet", service).stdout.split()[0]
+        inspected = self.stack.engine.docker("inspect", "--format", template, container, capture=True)
+        return inspected.stdout.decode().strip()
+
+    def release_ids(self) -> set[str]:
+        return {self.stack.engine.docker("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}",
+                                         container, capture=True).stdout.decode().split("APP_RELEASE=")[1].split()[0]
+                for container in self.web_containers()}
+
+
+def build_releases(engine: DockerEngine, base_images: dict[str, str], web_image, registry: str) -> None:
+    """A and B from this checkout, C and D derived from B; one nginx image content for all."""
+    for sha in (A, B):
+        env = {**web_image.build_env, "WEB_IMAGE": f"{registry}/flask-kit-web:{sha}", "GIT_SHA": sha}
+        Stack(engine, f"fk-build-{os.getpid()}", env, 0, 0).compose("build", "web")
+    with tempfile.TemporaryDirectory() as context:
+        # C: Gunicorn exits at boot (its migration, which needs no Gunicorn, runs fine)
+        Path(context, "Dockerfile").write_text(
+            f"FROM {registry}/flask-kit-web:{B}\nUSER root\n"
+            "RUN echo 'raise SystemExit(\"release C cannot start\")' >> /app/gunicorn.conf.py\nUSER 10001:10001\n")
+        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:{C}", context, capture=True)
+    with tempfile.TemporaryDirectory() as context:
+        # D: ready when asked directly, 503 once traffic comes through nginx; and an expand migration
+        Path(context, "proxied_readiness.py").write_text(textwrap.dedent("""
+            inner = app.wsgi_app
+
+            def fails_behind_the_proxy(environ, start_response):
+                if environ.get("PATH_INFO") == "/health/ready" and "HTTP_X_FORWARDED_FOR" in environ:
+                    start_response("503 Service Unavailable", [("Content-Type", "application/health+json")])
+                    return [b'{"status": "fail"}']
+                return inner(environ, start_response)
+
+            app.wsgi_app = fails_behind_the_proxy
+            """))
+        head = subprocess.run(["grep", "-l", "^revision", *map(str, (REPO / "migrations" / "versions").glob("*.py"))],
+                              capture_output=True, text=True).stdout.split()
+        down_revision = max(Path(path).name.split("_")[1] for path in head)  # the newest (names start with a date)
+        Path(context, "20991231_dddd00000001_pin_notes.py").write_text(textwrap.dedent(f"""
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "dddd00000001"
+            down_revision = "{down_revision}"
+            branch_labels = None
+            depends_on = None
+
+
+            def upgrade():
+                op.add_column("notes", sa.Column("pinned", sa.Boolean(), nullable=True))
+
+
+            def downgrade():
+                op.drop_column("notes", "pinned")
+            """))
+        Path(context, "Dockerfile").write_text(
+            f"FROM {registry}/flask-kit-web:{B}\nUSER root\nCOPY proxied_readiness.py /tmp/\n"
+            "RUN cat /tmp/proxied_readiness.py >> /app/wsgi.py && rm /tmp/proxied_readiness.py\n"
+            "COPY 20991231_dddd00000001_pin_notes.py /app/migrations/versions/\n"
+            f"USER 10001:10001\nENV APP_RELEASE={D}\n")
+        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:{D}", context, capture=True)
+    # nginx: A and B are two builds of the same files (deploy.sh compares content, not image
+    # ids, to decide whether nginx must be replaced); C and D reuse B's
+    for sha in (A, B):
+        engine.docker("build", "--quiet", "--file", str(REPO / "nginx" / "Dockerfile"),
+                      "--build-arg", f"NGINX_IMAGE={base_images['NGINX_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
+                      "--tag", f"{registry}/flask-kit-nginx:{sha}", str(REPO), capture=True)
+    for sha in (C, D):
+        engine.docker("tag", f"{registry}/flask-kit-nginx:{B}", f"{registry}/flask-kit-nginx:{sha}", capture=True)
+    for sha in (A, B, C, D):
+        for image in ("flask-kit-web", "flask-kit-nginx"):
+            engine.docker("push", "--quiet", f"{registry}/{image}:{sha}", capture=True)
+            engine.docker("rmi", f"{registry}/{image}:{sha}", capture=True)  # deploys must pull
+
+
+@pytest.fixture(scope="module")
+def server(docker_engine, base_images, web_image, tmp_path_factory) -> Iterator[Server]:
+    registry = RegistryServer(tmp_path_factory.mktemp("registry"))
+    registry.start()
+    path = tmp_path_factory.mktemp("server")
+    for name in SERVER_FILES:
+        shutil.copy(REPO / name, path / name)
+    shutil.copy(LOOPBACK, path / "docker-compose.loopback.yml")
+    http_port, https_port = free_port(), free_port()
+    (path / ".env").write_text("".join(f"{name}={value}\n" for name, value in {
+        "REGISTRY": registry.address, "DOMAIN": "localhost", "SECRET_KEY": uuid.uuid4().hex * 2,
+        "POSTGRES_PASSWORD": uuid.uuid4().hex, "REDIS_PASSWORD": uuid.uuid4().hex, "WEB_REPLICAS": "2",
+        "HTTP_PORT": http_port, "HTTPS_PORT": https_port,
+        # all test traffic reaches nginx from one address (docker-proxy's): lift the per-address limits
+        "NGINX_API_RATE": "100000r/s", "NGINX_CONN_LIMIT": "10000",
+        "POSTGRES_IMAGE": base_images["POSTGRES_IMAGE"], "REDIS_IMAGE": base_images["REDIS_IMAGE"],
+    }.items()))
+    project = f"fk-releases-{os.getpid()}"
+    env = {**docker_engine.env, "COMPOSE": compose_binary(), "COMPOSE_PROJECT_NAME": project,
+           "DEPLOY_COMPOSE_FILES": " ".join((*SERVER_FILES, "docker-compose.loopback.yml")),
+           "HTTPS_PORT": str(https_port), "DEPLOY_READY_TIMEOUT": "90"}
+    stack = Stack(docker_engine, project, env, http_port, https_port,
+                  files=tuple(path / name for name in (*SERVER_FILES, "docker-compose.loopback.yml")),
+                  env_file=path / ".env")
+    try:
+        build_releases(docker_engine, base_images, web_image, registry.address)
+        yield Server(path, env, stack)
+    finally:
+        stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "45", check=False)
+        images = docker_engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+                                      "--filter", f"reference={registry.address}/*", capture=True).stdout.split()
+        if images:
+            docker_engine.docker("image", "rm", "--force", *map(bytes.decode, images), check=False, capture=True)
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def users(server) -> Iterator[Users]:
+    server.deploy("deploy", A)  # the first release on an empty server starts the whole stack
+    users = Users(server.stack, LOAD_USERS)
+    yield users
+    users.close()
+
+
+def under_load(server: Server, users: Users, *args: str) -> tuple[subprocess.CompletedProcess, Recorder]:
+    """Run one deploy.sh command while users keep reading and writing; then retry (with their
+    keys) the writes that failed, as clients do."""
+    users.forget_writes()
+    load = LoadRun([("ready", users.ready), ("read", users.read), ("write", users.write)], rate=RATE,
+                   duration=300, max_requests=60_000, workers=LOAD_USERS)
+    load.start()
+    try:
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes) >= 50, 30, "traffic flowing before the deploy")
+        result = server.deploy(*args, check=False)
+        returned = time.monotonic()
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes if o.started > returned) >= 50, 30,
+                 "traffic after the deploy")
+    finally:
+        load.stop()
+        recorder = load.join(60)
+    users.retry_failed_writes()
+    print(f"deploy.sh {' '.join(args)}: exit {result.returncode}; load: {recorder.summary()}")
+    return result, recorder
+
+
+def assert_nothing_left_behind(server: Server, replicas: int = 2) -> None:
+    assert len(server.web_containers()) == replicas, server.deploy("status").stdout
+    with open(server.path / ".deploy.lock") as lock:  # free, and naming no holder
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert lock.read() == ""
+
+
+def failures(recorder: Recorder, *ops: str) -> Counter:
+    return Counter(("error" if o.status is None else o.status) for o in recorder.outcomes
+                   if not o.ok and (not ops or o.op in ops))
+
+
+def test_the_first_release_starts_the_whole_stack(server, users):
+    assert server.history() == [A] and server.env_tag() == A
+    assert server.release_ids() == {A}
+    status = server.deploy("status").stdout
+    assert f"current release: {A}" in status and status.count(" ready\n") == 2
+
+
+# The production configuration as it runs (the Compose files, with loopback ports only).
+
+
+def test_prod_serves_the_app_over_https_with_secure_cookies(server, users):
+    client = server.stack.client()
+    credentials = {"email": f"prod-{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery staple"}
+    assert client.request("POST", "/api/auth/register", credentials).status == 201
+    login = client.request("POST", "/api/auth/login", credentials)
+    assert login.status == 200
+    assert "Secure" in login.headers["Set-Cookie"], "production cookies are HTTPS-only"
+    assert client.request("POST", "/api/notes", {"title": "prod"}).status == 201
+
+
+def test_prod_runs_the_release_images_in_production_mode(server, users):
+    registry = server.setting("REGISTRY")
+    assert server.inspect("web", "{{.Config.Image}}") == f"{registry}/flask-kit-web:{A}"
+    assert server.inspect("nginx", "{{.Config.Image}}") == f"{registry}/flask-kit-nginx:{A}"
+    assert "APP_ENV=production" in server.inspect("web", "{{range .Config.Env}}{{println .}}{{end}}")
+
+
+@pytest.mark.parametrize("service", ["db", "redis", "web", "nginx"])
+def test_prod_root_filesystems_are_read_only(server, users, service):
+    assert server.inspect(service, "{{.HostConfig.ReadonlyRootfs}}") == "true"
+    assert server.inspect(service, "{{.HostConfig.SecurityOpt}}") == "[no-new-privileges:true]"
+    assert server.inspect(service, "{{.HostConfig.LogConfig.Type}}") == "json-file"
+
+
+def test_prod_web_has_no_capabilities_and_cannot_write_its_code(server, users):
+    status = server.stack.compose("exec", "-T", "web", "cat", "/proc/1/status").stdout
+    assert "CapEff:\t0000000000000000" in status
+    write = server.stack.compose("exec", "-T", "web", "sh", "-c", "echo x > /app/x", check=False)
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr + write.stdout
+
+
+def test_prod_redis_demands_the_password_and_keeps_it_off_the_command_line(server, users):
+    stack, password = server.stack, server.setting("REDIS_PASSWORD")
+    assert "NOAUTH" in stack.compose("exec", "-T", "redis", "redis-cli", "ping").stdout
+    authenticated = stack.compose("exec", "-T", "-e", f"REDISCLI_AUTH={password}", "redis", "redis-cli", "ping")
+    assert authenticated.stdout.strip() == "PONG"
+    # what `ps` and /proc show of the running server: neither its argv nor its environment
+    for view in ("cmdline", "environ"):
+        # as the redis user: root in this container lacks CAP_SYS_PTRACE to read another user's environ
+        assert password not in stack.compose("exec", "-T", "--user", "redis", "redis", "cat", f"/proc/1/{view}").stdout
+    assert password not in server.inspect("redis", "{{json .Config.Cmd}} {{json .Config.Entrypoint}}")
+
+
+# Releases, in order.
+
+
+def test_deploy_a_to_b_drops_nothing(server, users):
+    result, recorder = under_load(server, users, "deploy", B)
+
+    assert result.returncode == 0, result.stderr
+    assert failures(recorder) == Counter(), recorder.summary()
+    assert users.verify_writes() == []
+    assert server.release_ids() == {B} and server.history() == [A, B] and server.env_tag() == B
+    assert_nothing_left_behind(server)
+
+
+def test_a_release_that_cannot_start_is_refused_while_b_serves(server, users):
+    result, recorder = under_load(server, users, "deploy", C)
+
+    assert result.returncode == 1
+    assert "deploy: error: readiness failed: the new replicas of" in result.stderr
+    assert "release C cannot start" in result.stderr  # its last log lines, for the operator
+    assert failures(recorder) == Counter(), recorder.summary()
+    assert server.release_ids() == {B} and server.history() == [A, B] and server.env_tag() == B
+    assert_nothing_left_behind(server)
+
+
+def test_a_release_failing_the_gate_is_rolled_back_automatically(server, users):
+    """D migrates (expand: a new column), passes its container check, fails readiness through
+    nginx. B comes back, and keeps serving on the schema D expanded (readiness: warn)."""
+    result, recorder = under_load(server, users, "deploy", D)
+
+    assert result.returncode == 1
+    assert f"rolled back to {B} automatically" in result.stderr
+    lost = failures(recorder, "read", "write")
+    print(f"D's gate: data requests lost {dict(lost)}, readiness 503s from D {dict(failures(recorder, 'ready'))}")
+    assert not lost, "only D's own readiness answers may fail"
+    assert users.verify_writes() == []
+    assert server.release_ids() == {B} and server.history() == [A, B] and server.env_tag() == B
+    ready = server.stack.client().request("GET", "/health/ready").json()
+    assert ready["status"] == "warn" and ready["releaseId"] == B  # the database is ahead of B
+    assert_nothing_left_behind(server)
+
+
+def test_rollback_to_a_drops_nothing(server, users):
+    result, recorder = under_load(server, users, "rollback")
+
+    assert result.returncode == 0, result.stderr
+    assert failures(recorder) == Counter(), recorder.summary()
+    assert users.verify_writes() == []
+    assert server.release_ids() == {A} and server.history() == [A, B, A] and server.env_tag() == A
+    assert_nothing_left_behind(server)
+
+
+def test_killing_one_of_two_replicas_loses_no_get(server, users):
+    users.forget_writes()
+    load = LoadRun([("ready", users.ready), ("read", users.read), ("write", users.write)], rate=RATE,
+                   duration=60, max_requests=20_000, workers=LOAD_USERS)
+    victim = server.web_containers()[0]
+    with load:
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes) >= 100, 30, "traffic before the kill")
+        killed = time.monotonic()
+        server.stack.engine.docker("kill", "--signal", "KILL", victim, capture=True)
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes if o.started > killed) >= 200, 30,
+                 "traffic after the kill")
+    users.retry_failed_writes()
+    print(f"one replica killed: lost {dict(failures(load.recorder))} of {load.recorder.summary()['requests']}")
+    assert not failures(load.recorder, "ready", "read"), "nginx retries a GET on the other replica"
+    assert users.verify_writes() == []
+    # A killed container stays down (a manual kill, unlike a crash, is not restarted by Docker):
+    # `scale` brings the count back, under load, and points nginx at both.
+    result, recorder = under_load(server, users, "scale", "2")
+    assert result.returncode == 0, result.stderr
+    assert failures(recorder) == Counter(), recorder.summary()
+    assert server.deploy("status").stdout.count(" ready\n") == 2
+    assert_nothing_left_behind(server)
+
+
+def test_deploy_over_ssh_runs_the_workflows_command(server, users, tmp_path):
+    """Debian's sshd on a loopback port and a key made here; the deploy job's own script."""
+    key = tmp_path / "deploy_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    sshd = SshServer(tmp_path / "sshd", (tmp_path / "deploy_key.pub").read_text(),
+                     {name: server.env[name] for name in ("DOCKER_HOST", "DOCKER_CONFIG", "COMPOSE",
+                                                          "COMPOSE_PROJECT_NAME", "DEPLOY_COMPOSE_FILES",
+                                                          "HTTPS_PORT", "DEPLOY_READY_TIMEOUT")})
+    sshd.start()
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(sshd.known_hosts_line() + "\n")
+        env = {"PATH": os.environ["PATH"], "DEPLOY_HOST": "127.0.0.1", "DEPLOY_PORT": str(sshd.port),
+               "DEPLOY_USER": "root", "DEPLOY_PATH": str(server.path), "DEPLOY_SSH_KEY_FILE": str(key),
+               "DEPLOY_KNOWN_HOSTS_FILE": str(known_hosts)}
+        result = subprocess.run([str(REPO / "scripts" / "deploy-over-ssh.sh"), B], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=600)
+    finally:
+        sshd.stop()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"deploy: {B} is live" in result.stdout
+    assert server.release_ids() == {B} and server.history() == [A, B, A, B]
+    assert_nothing_left_behind(server)
+    # pruned: the images of releases outside the last three recorded (C and D never were)
+    kept = server.stack.engine.docker("image", "ls", "--format", "{{.Tag}}", "--filter",
+                                      f"reference={server.setting('REGISTRY')}/*", capture=True).stdout.split()
+    assert set(map(bytes.decode, kept)) == {A, B}
+
+
+def test_a_second_deploy_is_refused_and_told_who_holds_the_lock(server, users):
+    with open(server.path / ".deploy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.write("pid 4242 (ci) since 12:00:00Z: deploy 1234567\n")
+        lock.flush()
+        result = server.deploy("deploy", A, check=False)
+        lock.truncate(0)
+
+    assert result.returncode == 1
+    assert "another deploy holds the lock" in result.stderr and "pid 4242 (ci)" in result.stderr
+    assert server.history() == [A, B, A, B]
