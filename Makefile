@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast test-docker lint bench drill docker-up migrate lock clean
+.PHONY: help run test test-fast test-docker lint bench bench-report drill docker-up migrate lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,9 +46,12 @@ test-docker: $(VENV)/.dev ## Only the container tests (a private dockerd and loc
 lint: $(VENV)/.dev ## Lint the Dockerfile, shell scripts and workflows
 	$(BIN)/pytest tests/deploy/test_static.py $(PYTEST_ARGS)
 
-bench: $(VENV)/.dev ## Measure what /health/ready polling costs Postgres, against real servers
+bench: $(VENV)/.dev ## Benchmark the seed's Gunicorn setup against ours (real servers; writes bench/results/)
 	scripts/install-servers.sh
-	$(BIN)/python -m bench.readiness
+	$(BIN)/python -m bench
+
+bench-report: $(VENV)/.dev ## Rewrite docs/benchmarks.md and its plot from the newest bench result
+	$(BIN)/python -m bench.report
 
 drill: $(VENV)/.dev ## Run the resilience drills against real servers and rewrite docs/resilience.md
 	scripts/install-servers.sh

@@ -46,9 +46,12 @@ graceful_timeout = int(env("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # keepalive_timeout (10s), so nginx always closes first and never reuses a socket Gunicorn is
 # closing. Default: 2.
 keepalive = int(env("GUNICORN_KEEPALIVE", "75"))
-# Recycle each worker after about this many requests, to cap slow memory growth; the jitter
-# keeps workers from restarting together. Default: 0 (never).
-max_requests = int(env("GUNICORN_MAX_REQUESTS", "5000"))
+# Never recycle workers by default. Without preload, each recycle re-imports the app (~0.7 s of
+# a core), and at 5000 requests a busy worker restarted every few seconds: measured here
+# (make bench, docs/benchmarks.md), /health served 25-35 % more with recycling off, and
+# worker memory stayed flat over the run. If workers grow (a leak in a dependency), set
+# GUNICORN_MAX_REQUESTS; the jitter keeps them from restarting together. Default: 0 / 0.
+max_requests = int(env("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = int(env("GUNICORN_MAX_REQUESTS_JITTER", "500"))
 # Workers touch a heartbeat file; on a disk-backed /tmp (Docker's overlayfs) that write can
 # stall and get healthy workers killed. /dev/shm is memory. Default: the system temp dir.

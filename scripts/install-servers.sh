@@ -24,6 +24,9 @@ declare -A needed=(
   # a real registry for release images, and an SSH server to deploy over (loopback only)
   [docker-registry]=docker-registry
   [sshd]=openssh-server
+  # load generators for the benchmarks
+  [wrk]=wrk
+  [hey]=hey
 )
 
 have() {

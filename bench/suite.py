@@ -1,0 +1,275 @@
+"""The seed tutorial's Gunicorn setup against ours, measured in one run on this machine.
+
+Both run the same app behind the same nginx (this repo's configuration, its per-address
+limits lifted for the load), on the same Postgres and Redis; only the Gunicorn configuration
+differs (bench/seed_gunicorn.conf.py, gunicorn.conf.py with its defaults). For each, in turn:
+cold start, /health, an authenticated read and write at 64 connections (wrk), a fixed offered
+rate and a sweep of rates (hey, every latency kept), and the read again with each round trip
+to Postgres delayed (a latency-injecting proxy). The app's CPU comes from /proc (the master,
+its workers, and the workers it reaped), so it is per request, whatever the worker model.
+
+Usage: .venv/bin/python -m bench [--seconds 10] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
+Writes bench/results/<UTC time>.json and prints the table; `make bench-report` turns the
+newest result into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import re
+import secrets
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import REPO
+from harness.faults import FaultProxy
+from harness.https import SERVER_NAME, Client, tls_context
+from harness.nginx import NginxServer
+from harness.process import child_pids, find_binary
+from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
+from harness.wait import wait_for
+
+CONFIGS = {"seed": REPO / "bench" / "seed_gunicorn.conf.py", "ours": REPO / "gunicorn.conf.py"}
+RESULTS = REPO / "bench" / "results"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PASSWORD = "correct horse battery staple"
+NOTES_PER_USER = 20
+
+
+def cpu_seconds(master: int) -> float:
+    """CPU used so far by a Gunicorn master, its live workers, and the workers it reaped."""
+    total = 0
+    for pid in (master, *child_pids(master)):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own = int(fields[11]) + int(fields[12])  # utime, stime
+        reaped = int(fields[13]) + int(fields[14]) if pid == master else 0  # cutime, cstime
+        total += own + reaped
+    return total / CLOCK_TICKS
+
+
+def peak_worker_rss_mb(master: int) -> float:
+    peaks = []
+    for pid in child_pids(master):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024)
+    return round(max(peaks, default=0), 1)
+
+
+def wrk(url: str, seconds: float, connections: int, headers: dict[str, str], script: str | None = None) -> dict:
+    command = [find_binary("wrk"), "--threads", "2", "--connections", str(connections), "--duration",
+               f"{seconds:g}s", "--timeout", "10s", "--latency"]
+    for name, value in headers.items():
+        command += ["--header", f"{name}: {value}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        if script:
+            lua.write(script)
+            lua.flush()
+            command += ["--script", lua.name]
+        output = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
+    socket_errors = sum(map(int, m.groups())) if (m := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)) else 0
+
+    def latency(percent: str) -> float:
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)", output, re.M).groups()
+        return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
+
+    return {"requests": requests, "rps": round(float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)), 1),
+            "p50_ms": latency("50"), "p99_ms": latency("99"), "errors": non_2xx + socket_errors}
+
+
+def hey_at_rate(url: str, rate: int, seconds: float, headers: dict[str, str]) -> dict:
+    """A fixed offered rate (hey: `workers` each at `rate / workers` per second), every latency kept."""
+    workers = max(1, rate // 10)
+    # hey sends its -host as both Host and TLS server name (SNI); nginx wants both to be the name
+    command = [find_binary("hey"), "-z", f"{seconds:g}s", "-c", str(workers), "-q", str(rate / workers),
+               "-t", "10", "-o", "csv", "-host", SERVER_NAME]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60).stdout
+    rows = list(csv.DictReader(io.StringIO(output)))
+    latencies = sorted(float(row["response-time"]) * 1000 for row in rows)
+
+    def percentile(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))], 2) if latencies else 0.0
+
+    return {"offered": rate, "requests": len(rows), "rps": round(len(rows) / seconds, 1),
+            "p50_ms": percentile(50), "p99_ms": percentile(99), "p999_ms": percentile(99.9),
+            "errors": sum(not row["status-code"].startswith("2") for row in rows)}
+
+
+class Site:
+    """One Gunicorn configuration serving the app behind nginx, and a signed-in user."""
+
+    def __init__(self, name: str, app_env: dict[str, str]):
+        self.name = name
+        self.gunicorn = GunicornServer(app_env, config=CONFIGS[name])
+        # the configuration's own worker count: the harness's single-worker default is for tests
+        self.gunicorn.env.pop("WEB_CONCURRENCY")
+        self.nginx = NginxServer(self.gunicorn.port, load_test=True)
+        self.cookie = ""
+
+    def start(self) -> float:
+        """Start both; returns the cold start: Gunicorn's launch to the first 200 through nginx."""
+        self.nginx.start()
+        client = self.nginx.client(timeout=2)
+        started = time.monotonic()
+        self.gunicorn.start(timeout=60)
+
+        def ready() -> bool:
+            try:
+                return client.request("GET", "/health/ready").status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, 60, f"{self.name}: readiness through nginx", interval=0.01)
+        return round(time.monotonic() - started, 2)
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.nginx.https_port}"
+
+    def sign_in(self) -> None:
+        client = Client(self.nginx.https_port, tls_context(self.nginx.cafile))
+        credentials = {"email": f"bench-{secrets.token_hex(4)}@example.com", "password": PASSWORD}
+        assert client.request("POST", "/api/auth/register", credentials).status == 201
+        assert client.request("POST", "/api/auth/login", credentials).status == 200
+        for n in range(NOTES_PER_USER):
+            client.request("POST", "/api/notes", {"title": f"note {n}", "body": "x" * 200})
+        self.cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+    def measured(self, run) -> dict:
+        """Run a workload; add the app's CPU per request and its workers' peak memory."""
+        before = cpu_seconds(self.gunicorn.proc.pid)
+        boots = self.boots()
+        result = run()
+        cpu = cpu_seconds(self.gunicorn.proc.pid) - before
+        result["cpu_ms_per_request"] = round(cpu * 1000 / max(result["requests"], 1), 3)
+        result["worker_rss_mb"] = peak_worker_rss_mb(self.gunicorn.proc.pid)
+        result["worker_restarts"] = self.boots() - boots
+        return result
+
+    def boots(self) -> int:
+        return sum("Booting worker" in line for line in self.gunicorn.log_lines())
+
+    def close(self) -> None:
+        self.nginx.close()
+        self.gunicorn.close()
+
+
+def measure(name: str, app_env: dict[str, str], slow_env: dict[str, str], options) -> dict:
+    seconds = options.seconds
+    site = Site(name, app_env)
+    try:
+        result = {"cold_start_s": site.start()}
+        site.sign_in()
+        auth = {"Cookie": site.cookie}
+        write = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
+                 'wrk.headers["Content-Type"] = "application/json"\n')
+        result["health_c64"] = site.measured(lambda: wrk(f"{site.url}/health", seconds, 64, {}))
+        result["read_c64"] = site.measured(lambda: wrk(f"{site.url}/api/notes", seconds, 64, auth))
+        by_address = f"https://127.0.0.1:{site.nginx.https_port}/api/notes"
+        result["read_fixed_rate"] = site.measured(lambda: hey_at_rate(by_address, options.rate, seconds, auth))
+        result["read_sweep"] = [hey_at_rate(by_address, rate, options.sweep_seconds, auth) for rate in options.sweep]
+        # last: the notes it adds would make the reads above read a longer list
+        result["write_c64"] = site.measured(lambda: wrk(f"{site.url}/api/notes", seconds, 64, auth, write))
+    finally:
+        site.close()
+    slow = Site(name, slow_env)
+    try:
+        slow.start()
+        # the same user and session (the same database and Redis), without slow sign-up round trips
+        result["read_slow_db_c100"] = slow.measured(lambda: wrk(f"{slow.url}/api/notes", seconds, 100, auth))
+    finally:
+        slow.close()
+    return result
+
+
+def ratios(seed: dict, ours: dict) -> dict:
+    """Ours over the seed's, for every figure both have."""
+    table = {}
+    for workload, figures in ours.items():
+        if isinstance(figures, dict) and isinstance(seed.get(workload), dict):
+            for key, value in figures.items():
+                base = seed[workload].get(key)
+                if isinstance(value, (int, float)) and base:
+                    table[f"{workload}.{key}"] = round(value / base, 2)
+    table["cold_start_s"] = round(ours["cold_start_s"] / seed["cold_start_s"], 2)
+    return table
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    nginx = subprocess.run([find_binary("nginx"), "-v"], capture_output=True, text=True).stderr.strip()
+    return {"machine": f"{os.cpu_count()} CPUs ({cpu})", "nginx": nginx,
+            "gunicorn": version("gunicorn"), "gevent": version("gevent"), "python": os.sys.version.split()[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10, help="each workload's duration")
+    # 150/s: about 60 % of what either setup can serve here (~250-300 authenticated reads/s on
+    # 2 cores), so latency, not saturation, is compared; a faster machine wants a higher rate
+    parser.add_argument("--rate", type=int, default=150, help="the fixed offered rate, requests/s")
+    parser.add_argument("--sweep", default="50,100,150,200,250,300", help="offered rates for the latency plot")
+    parser.add_argument("--sweep-seconds", type=float, default=5)
+    parser.add_argument("--delay", type=float, default=0.04, help="seconds added to each Postgres round trip")
+    parser.add_argument("--output", type=Path, help="where the JSON goes (default: bench/results/<time>.json)")
+    options = parser.parse_args()
+    options.sweep = [int(rate) for rate in options.sweep.split(",") if rate]
+
+    postgres = PostgresServer({"max_connections": "300"})
+    redis = RedisServer(postgres.workdir / "redis")
+    proxy = None
+    try:
+        postgres.start()
+        redis.start()
+        url = postgres.create_database("bench")
+        migrate_to_head(url)
+        proxy = FaultProxy(postgres.port).start()
+        proxy.delay(options.delay)
+        app_env = {"APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48), "DATABASE_URL": url,
+                   "REDIS_URL": redis.url, "PROXY_FIX_HOPS": "1",
+                   # the harness's nginx does the limiting in production; the bench measures throughput
+                   "LOGIN_FAILURES_PER_ADDRESS": "1000000"}
+        slow_env = {**app_env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/bench"}
+        results = {}
+        for name in CONFIGS:
+            print(f"bench: {name} ...", flush=True)
+            results[name] = measure(name, app_env, slow_env, options)
+    finally:
+        if proxy:
+            proxy.close()
+        redis.stop()
+        postgres.close()
+
+    document = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": {
+        "seconds": options.seconds, "rate": options.rate, "sweep": options.sweep, "delay": options.delay},
+        "versions": versions(), "results": results, "ratios": ratios(results["seed"], results["ours"])}
+    output = options.output or RESULTS / f"{document['time'].replace(':', '')}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n")
+    from .report import table
+
+    print(table(document))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
