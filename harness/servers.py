@@ -14,6 +14,8 @@ import signal
 import subprocess
 import tempfile
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import REPO, VENV_BIN
@@ -198,6 +200,21 @@ class GunicornServer:
         """Stop the server and delete its log."""
         self.stop()
         self.logfile.unlink(missing_ok=True)
+
+
+@contextmanager
+def migrated_postgres(settings: dict[str, str] | None = None,
+                      database: str = "kit") -> Iterator[tuple[PostgresServer, str]]:
+    """A Postgres server of the caller's own with one database at the migration head: what a
+    test that stops or freezes the server needs, so that no other test is disturbed."""
+    server = PostgresServer(settings)
+    try:
+        server.start()
+        url = server.create_database(database)
+        migrate_to_head(url)
+        yield server, url
+    finally:
+        server.close()
 
 
 def migrate_to_head(database_url: str) -> None:

@@ -14,7 +14,7 @@ from http.cookiejar import CookieJar
 import pytest
 
 from harness import REPO, VENV_BIN
-from harness.servers import PostgresServer, migrate_to_head
+from harness.servers import migrated_postgres
 from harness.wait import wait_for
 
 pytestmark = pytest.mark.slow
@@ -116,12 +116,8 @@ def test_flask_cli_refuses_a_weak_secret_key_in_one_line(app_env):
 @pytest.fixture
 def own_postgres():
     """A server of this test's own, so stopping it disturbs no other test."""
-    server = PostgresServer()
-    server.start()
-    url = server.create_database("kit")
-    migrate_to_head(url)
-    yield server, url
-    server.close()
+    with migrated_postgres() as server_and_url:
+        yield server_and_url
 
 
 def test_postgres_outage_and_recovery_without_restart(start_gunicorn, own_postgres, redis_url):

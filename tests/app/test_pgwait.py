@@ -8,7 +8,7 @@ import pytest
 
 from app import create_app
 from app.extensions import db
-from harness.servers import PostgresServer, migrate_to_head
+from harness.servers import migrated_postgres
 from harness.wait import wait_for
 
 # bounds on timeouts, never timings: each answer must come well within these
@@ -18,12 +18,8 @@ SLACK = 2.0
 @pytest.fixture(scope="module")
 def own_postgres():
     """A server of this module's own, so freezing it disturbs no other test."""
-    server = PostgresServer()
-    server.start()
-    url = server.create_database("kit")
-    migrate_to_head(url)
-    yield server, url
-    server.close()
+    with migrated_postgres() as server_and_url:
+        yield server_and_url
 
 
 @pytest.fixture
