@@ -27,6 +27,12 @@ declare -A needed=(
   # load generators for the benchmarks
   [wrk]=wrk
   [hey]=hey
+  # off-host backup copies, and SQLite's .backup for the embedded setup
+  [restic]=restic
+  [sqlite3]=sqlite3
+  # a real ACME server and client: certificates issued and renewed through our nginx
+  [pebble]=pebble
+  [certbot]=certbot
 )
 
 have() {
