@@ -12,6 +12,7 @@ import sys
 
 from gunicorn.glogging import Logger
 
+from app.capacity import available_cpus
 from app.config import ConfigError, load_config
 from app.jsonlog import json_formatter
 
@@ -28,8 +29,10 @@ bind = env("GUNICORN_BIND", "127.0.0.1:8000")
 
 # --- Workers --------------------------------------------------------------------------------
 # gevent serves many concurrent requests per process, so one worker per core is enough; more
-# only adds memory. sched_getaffinity honours a container's cpuset. Gunicorn's default: 1.
-workers = int(env("WEB_CONCURRENCY", str(len(os.sched_getaffinity(0)))))
+# only adds memory (and database connections). "Cores" are the container's CPU quota (cgroup
+# cpu.max, which Compose's `cpus:` sets) or its affinity mask, not the host's count: on an
+# 8-core host a `cpus: 1.0` container gets 1 worker, not 8. Gunicorn's default: 1.
+workers = int(env("WEB_CONCURRENCY", str(available_cpus())))
 # Cooperative I/O: a slow query or upstream call parks one greenlet, not the whole worker.
 # Default: sync. Set GUNICORN_WORKER_CLASS=sync to debug without gevent.
 worker_class = env("GUNICORN_WORKER_CLASS", "gevent")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import select
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, has_request_context, request
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,6 +32,7 @@ def init_app(app: Flask) -> None:
         pgwait.install(config["DB_CONNECT_TIMEOUT"])
         with app.app_context():
             watch_connections(db.engine)
+            autocommit_safe_requests(db.engine)
         wrap_requests_in_deadline(app, config["DB_REQUEST_TIMEOUT"])
     app.extensions["redis"] = redis_client(config) if config["REDIS_URL"] else None
 
@@ -83,6 +84,28 @@ def watch_connections(engine) -> None:
         # psycopg2 has closed it already; this makes the pool drop it, and recycle the others
         if isinstance(context.original_exception, pgwait.DatabaseTimeout):
             context.is_disconnect = True
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def autocommit_safe_requests(engine) -> None:
+    """A GET runs its queries in autocommit: psycopg2 then sends no BEGIN before the first and
+    no ROLLBACK when the connection goes back to the pool, two round trips of three for a
+    one-query read. Safe requests only read, and each statement still sees a consistent
+    snapshot; writes keep their transaction."""
+
+    @event.listens_for(engine, "engine_connect")
+    def on_connect(connection):
+        if has_request_context() and request.method in SAFE_METHODS and not connection.in_transaction():
+            connection.connection.driver_connection.autocommit = True
+
+    @event.listens_for(engine, "checkin")
+    def reset(dbapi_connection, connection_record):
+        # client-side only (no round trip); an invalidated connection checks in as None, a
+        # closed one is about to be discarded
+        if dbapi_connection is not None and not dbapi_connection.closed:
+            dbapi_connection.autocommit = False
 
 
 def _unpatched_poll():

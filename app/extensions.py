@@ -32,5 +32,8 @@ class Database(SQLAlchemy):
             self.session.registry.clear()
 
 
-db = Database(model_class=Base)
+# Objects keep their values after a commit: a view that answers with what it just wrote needs
+# no second transaction to read it back (the defaults are computed in Python, so the values
+# are the stored ones).
+db = Database(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()

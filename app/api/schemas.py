@@ -86,6 +86,29 @@ class NoteSchema(Schema):
     updated_at = fields.DateTime(dump_only=True)
 
 
+def note_json(note) -> dict:
+    """NoteSchema's dump of one note (or a row with its columns), written out: a page of 20
+    costs marshmallow a few hundred field calls, the largest share of a read's CPU. A test
+    keeps the two equal."""
+    return {
+        "id": note.id,
+        "title": note.title,
+        "body": note.body,
+        "created_at": note.created_at.isoformat(),
+        "updated_at": note.updated_at.isoformat(),
+    }
+
+
+class Notes(fields.List):
+    """A list of notes: documented as List(Nested(NoteSchema)), serialized by note_json."""
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Nested(NoteSchema), **kwargs)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return None if value is None else [note_json(note) for note in value]
+
+
 class NoteUpdateSchema(Schema):
     title = Text(validate=validate.Length(min=1, max=TITLE_MAX_LENGTH))
     body = Text(validate=validate.Length(max=BODY_MAX_LENGTH))
@@ -97,10 +120,10 @@ class PageQuerySchema(Schema):
 
 
 class NotePageSchema(Schema):
-    items = fields.List(fields.Nested(NoteSchema))
+    items = Notes()
     page = fields.Integer()
     per_page = fields.Integer()
-    total = fields.Integer()
+    has_more = fields.Boolean(metadata={"description": "whether the next page has notes"})
 
 
 class ErrorBodySchema(Schema):

@@ -45,7 +45,7 @@ def test_note_text_without_a_storable_form_is_422(logged_in, field, value, caplo
 
     assert_client_error(created, 422, "validation_failed")
     assert created.json["error"]["details"] == {field: ["Must not contain NUL characters or unpaired surrogates."]}
-    assert logged_in.get("/api/notes").json["total"] == 0
+    assert logged_in.get("/api/notes").json["items"] == []
     assert not caplog.records
 
 

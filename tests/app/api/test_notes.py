@@ -33,10 +33,19 @@ def test_list_is_paginated_newest_first(logged_in):
 
     first = logged_in.get("/api/notes?per_page=2").json
     last = logged_in.get("/api/notes?per_page=2&page=3").json
+    past_the_end = logged_in.get("/api/notes?per_page=2&page=4").json
 
-    assert first["total"] == 5 and first["page"] == 1 and first["per_page"] == 2
+    assert first["has_more"] is True and first["page"] == 1 and first["per_page"] == 2
     assert [note["title"] for note in first["items"]] == ["note 4", "note 3"]
-    assert [note["title"] for note in last["items"]] == ["note 0"]
+    assert [note["title"] for note in last["items"]] == ["note 0"] and last["has_more"] is False
+    assert past_the_end["items"] == [] and past_the_end["has_more"] is False
+
+
+def test_a_full_last_page_has_no_more(logged_in):
+    for index in range(4):
+        create(logged_in, title=f"note {index}")
+
+    assert logged_in.get("/api/notes?per_page=2&page=2").json["has_more"] is False
 
 
 @pytest.mark.parametrize("query", ["page=0", "per_page=101", "per_page=abc"])
@@ -58,7 +67,7 @@ def test_someone_elses_note_is_not_found(app, auth):
         response = getattr(other, method)(f"/api/notes/{note['id']}", json={"title": "mine now"})
         assert response.status_code == 404
         assert response.json["error"]["code"] == "not_found"
-    assert other.get("/api/notes").json["total"] == 0
+    assert other.get("/api/notes").json["items"] == []
 
 
 def test_notes_need_a_login(client):
@@ -82,3 +91,14 @@ def test_an_id_beyond_the_column_range_is_not_found(logged_in, method):
     response = getattr(logged_in, method)(f"/api/notes/{2**63}", json={})
 
     assert response.status_code == 404
+
+
+def test_a_listed_note_is_the_note_itself(logged_in):
+    """The list serializes notes by hand (schemas.note_json); it must match NoteSchema's dump."""
+    create(logged_in, title="ünïcode ✓", body="line\nbreak")
+    logged_in.patch(f"/api/notes/{create(logged_in, title='edited')['id']}", json={"body": "later"})
+
+    listed = logged_in.get("/api/notes").json["items"]
+
+    assert listed == [logged_in.get(f"/api/notes/{note['id']}").json for note in listed]
+    assert len(listed) == 2

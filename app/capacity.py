@@ -1,0 +1,78 @@
+"""How much CPU this process may use, and whether a deploy's database connections fit.
+
+A leaf module (standard library only): gunicorn.conf.py sizes its workers with it in the
+master, and the production doctor (scripts/check_production.py) checks the budget with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+# Connections Postgres keeps for superusers (superuser_reserved_connections = 3) plus a few
+# for a human with psql and monitoring during an incident.
+RESERVED_CONNECTIONS = 10
+
+
+def cpu_quota(cpu_max: Path = CGROUP_CPU_MAX) -> float | None:
+    """The CPUs a cgroup v2 quota allows (`cpu.max` "150000 100000" is 1.5), or None if unlimited.
+
+    Docker's `cpus: 1.0` is such a quota: it limits time, not which CPUs run, so the affinity
+    mask still shows every core of the host."""
+    try:
+        quota, period = cpu_max.read_text().split()
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Whole CPUs this process may use: the cgroup quota rounded up, then the affinity mask
+    (a cpuset or `taskset`), whichever is smaller; at least 1."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cpu_quota(cpu_max)
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, cpus)
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """The most connections a deploy can open to Postgres, against what the server allows."""
+
+    workers: int
+    pool_size: int
+    max_overflow: int
+    # the most web replicas running at once: a release starts its replicas beside the old
+    # ones (scripts/deploy.sh), so twice WEB_REPLICAS
+    replicas: int
+    # one-off and side services: migrate (1), backup (pg_dump holds 1)
+    others: int
+    max_connections: int
+    reserved: int = RESERVED_CONNECTIONS
+
+    @property
+    def web(self) -> int:
+        return self.workers * (self.pool_size + self.max_overflow) * self.replicas
+
+    @property
+    def needed(self) -> int:
+        return self.web + self.others
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved
+
+    @property
+    def fits(self) -> bool:
+        return self.needed <= self.available
+
+    def describe(self) -> str:
+        return (f"{self.workers} workers x ({self.pool_size} pool + {self.max_overflow} overflow) x "
+                f"{self.replicas} replicas + {self.others} others = {self.needed} connections; Postgres "
+                f"allows {self.max_connections} - {self.reserved} reserved = {self.available}")
