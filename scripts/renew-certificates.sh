@@ -2,12 +2,14 @@
 ### Renew the Let's Encrypt certificates that are due, then reload nginx.
 ### Usage: scripts/renew-certificates.sh [--dry-run]
 ###   Run on the server from the directory holding the Compose files and .env,
-###   e.g. daily from root's crontab:
+###   daily from root's crontab. Pick a minute and hour of your own rather than
+###   the 17 3 below: the schedule is what spreads the load on Let's Encrypt.
 ###     17 3 * * * cd /srv/flask-kit && ./renew-certificates.sh >>/var/log/flask-kit-renew.log 2>&1
-###   certbot renews only certificates within 30 days of expiry, so a daily run
-###   is cheap. The deploy hook recorded when the certificate was issued
-###   (docs/deploy.md) copies a renewed one into the volume nginx reads; the
-###   reload makes nginx use it without dropping connections.
+###   certbot renews only certificates close to expiry and does nothing
+###   otherwise, so a daily run is cheap. The deploy hook recorded when the
+###   certificate was issued (docs/certificates.md) copies a renewed one into
+###   the volume nginx reads; the reload makes nginx use it without dropping
+###   connections.
 ###   --dry-run  rehearse against Let's Encrypt's staging server; changes nothing
 ###   COMPOSE    the Compose command (default: docker compose)
 set -o errexit -o nounset -o pipefail
@@ -18,7 +20,11 @@ die() {
   exit 1
 }
 
-certbot_args=(renew --non-interactive)
+# Without a terminal (cron, CI) certbot sleeps a random 1-480 s before renewing, to spread
+# everyone's load on Let's Encrypt. Here each server's own cron minute spreads it instead, as
+# Debian's certbot.timer does (RandomizedDelaySec, then this same flag), so a run ends in
+# seconds and the reload follows the renewal at once.
+certbot_args=(renew --non-interactive --no-random-sleep-on-renew)
 if [[ $# -gt 1 ]]; then
   usage >&2
   exit 2

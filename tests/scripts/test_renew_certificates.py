@@ -37,13 +37,13 @@ def test_renews_then_reloads_nginx(project):
     result, calls = run(project)
     assert result.returncode == 0, result.stderr
     files = "--file docker-compose.yml --file docker-compose.prod.yml"
-    assert calls == [f"{files} run --rm certbot renew --non-interactive",
+    assert calls == [f"{files} run --rm certbot renew --non-interactive --no-random-sleep-on-renew",
                      f"{files} exec -T nginx nginx -s reload"]
 
 
 def test_dry_run_is_passed_to_certbot(project):
     _, calls = run(project, "--dry-run")
-    assert calls[0].endswith("certbot renew --non-interactive --dry-run")
+    assert calls[0].endswith("certbot renew --non-interactive --no-random-sleep-on-renew --dry-run")
 
 
 def test_a_failed_renewal_does_not_reload(project):
