@@ -1,7 +1,7 @@
 """How much CPU this process may use, and whether a deploy's database connections fit.
 
 A leaf module (standard library only): gunicorn.conf.py sizes its workers with it in the
-master, and the production doctor (scripts/check_production.py) checks the budget with it.
+master, and the production doctor (app/doctor.py) checks the budget with it.
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ class ConnectionBudget:
         return self.needed <= self.available
 
     def describe(self) -> str:
-        return (f"{self.workers} workers x ({self.pool_size} pool + {self.max_overflow} overflow) x "
-                f"{self.replicas} replicas + {self.others} others = {self.needed} connections; Postgres "
+        return (f"{_count(self.workers, 'worker')} x ({self.pool_size} pool + {self.max_overflow} overflow) x "
+                f"{_count(self.replicas, 'replica')} + {self.others} others = {self.needed} connections; Postgres "
                 f"allows {self.max_connections} - {self.reserved} reserved = {self.available}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
