@@ -76,3 +76,14 @@ def test_session_cookie_flags_in_production_shape(app_env):
 
     cookie = response.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_the_unknown_user_hash_costs_what_a_real_one_costs():
+    """Its method and scrypt parameters are those of a hash made today, so a miss takes as
+    long as a wrong password (and a Werkzeug upgrade that changes them fails here)."""
+    from werkzeug.security import check_password_hash, generate_password_hash
+
+    from app.api.auth import UNKNOWN_USER_HASH
+
+    assert UNKNOWN_USER_HASH.split("$")[0] == generate_password_hash("x").split("$")[0]
+    assert check_password_hash(UNKNOWN_USER_HASH, "timing-equaliser-for-unknown-users")
