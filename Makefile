@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help run test test-fast test-docker lint bench bench-report drill docker-up migrate lock clean
+.PHONY: help run test test-fast test-docker lint bench bench-report drill docker-up migrate backup restore lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,18 @@ docker-up: ## Run the whole stack in Docker on https://localhost (development se
 
 migrate: $(VENV)/.runtime ## Apply migrations to DATABASE_URL (a one-off step, never part of boot)
 	$(BIN)/flask --app wsgi db upgrade
+
+# The database `make run` uses: DATABASE_URL(_FILE), or .env's, or instance/app.sqlite.
+APP_DATABASE_URL := $(BIN)/python -c 'from wsgi import app; print(app.config["SQLALCHEMY_DATABASE_URI"])'
+
+backup: $(VENV)/.runtime ## Back up the app's database into BACKUP_DIR (default backups/); prints the file
+	url="$$($(APP_DATABASE_URL))"; \
+	  env -u DATABASE_URL_FILE DATABASE_URL="$$url" BACKUP_DIR="$${BACKUP_DIR:-backups}" scripts/backup.sh
+
+restore: $(VENV)/.runtime ## Restore BACKUP=<file> into the app's database (FORCE=1 replaces its contents)
+	@[[ -n "$(BACKUP)" ]] || { echo "make restore: error: no backup named; fix: make restore BACKUP=backups/<file>" >&2; exit 2; }
+	url="$$($(APP_DATABASE_URL))"; \
+	  env -u DATABASE_URL_FILE DATABASE_URL="$$url" scripts/restore.sh $(if $(filter 1,$(FORCE)),--force) "$(BACKUP)"
 
 # This machine's pip.conf index and wheel paths must not leak into the lock files.
 PIP_COMPILE := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links

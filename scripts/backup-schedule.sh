@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+### Back up on a schedule: scripts/backup.sh --prune every BACKUP_INTERVAL_SECONDS,
+### until SIGTERM or SIGINT. The command of the `backup` Compose service.
+### Usage: scripts/backup-schedule.sh
+###   Each run logs one JSON line on stdout, in the shape of the app's logs
+###   (level, logger, message, timestamp, and the run's fields), so the log
+###   pipeline that reads the app reads this too. A failed run logs its error
+###   and the loop goes on. A signal stops a backup in progress (its .partial
+###   file is removed) and exits 0.
+### Environment: everything scripts/backup.sh reads (BACKUP_DIR, DATABASE_URL,
+### BACKUP_KEEP_*, RESTIC_*), and
+###   BACKUP_INTERVAL_SECONDS   from the start of one run to the next (86400)
+###   BACKUP_ON_START           1: the first run starts at once, not after an
+###                             interval (0)
+set -o errexit -o nounset -o pipefail
+
+HERE="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+child=""
+
+usage() { sed -n 's/^### \{0,1\}//p' "$0"; }
+die() {
+  echo "backup-schedule: error: $1; fix: $2" >&2
+  exit 1
+}
+
+json_string() {
+  local value="$1"
+  value="${value//\\/\\\\}"
+  value="${value//\"/\\\"}"
+  value="${value//$'\t'/\\t}"
+  value="${value//$'\n'/\\n}"
+  printf '"%s"' "$(tr -d '\000-\037' <<<"$value")"
+}
+
+# log LEVEL MESSAGE [NAME JSON-VALUE]...
+log() {
+  local line
+  line="{\"level\": \"$1\", \"logger\": \"backup\", \"message\": $(json_string "$2")"
+  shift 2
+  while [[ $# -gt 0 ]]; do
+    line+=", \"$1\": $2"
+    shift 2
+  done
+  echo "$line, \"timestamp\": \"$(date -u +%Y-%m-%dT%H:%M:%S.%6N+00:00)\"}"
+}
+
+# A signal stops the backup or the sleep in progress (each runs in its own process group,
+# so pg_dump or restic under backup.sh stop too), then the loop.
+stop() {
+  trap - TERM INT
+  if [[ -n "$child" ]]; then
+    kill -TERM -- "-$child" 2>/dev/null || kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  log INFO "backup schedule stopped by a signal"
+  rm -f -- "$out" "$err"
+  exit 0
+}
+
+run_backup() {
+  local started="$SECONDS" status=0 file
+  setsid "$HERE/backup.sh" --prune >"$out" 2>"$err" &
+  child=$!
+  wait "$child" || status=$?
+  child=""
+  if [[ $status -eq 0 ]]; then
+    file="$(tail -n 1 -- "$out")"
+    log INFO "backup done" file "$(json_string "$file")" bytes "$(stat -c %s -- "$file")" \
+      seconds "$((SECONDS - started))" pruned "$(grep -c '^backup: pruned ' -- "$err" || true)"
+  else
+    log ERROR "backup failed" error "$(json_string "$(tail -n 1 -- "$err")")" exit_status "$status" \
+      seconds "$((SECONDS - started))"
+  fi
+}
+
+pause() {
+  setsid sleep "$1" &
+  child=$!
+  wait "$child" || true
+  child=""
+}
+
+case "${1:-}" in
+  "") ;;
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  *)
+    usage >&2
+    exit 2
+    ;;
+esac
+interval="${BACKUP_INTERVAL_SECONDS:-86400}"
+[[ "$interval" =~ ^[1-9][0-9]*$ ]] ||
+  die "BACKUP_INTERVAL_SECONDS must be a whole number of seconds above 0, not '$interval'" "set it to 86400 for daily"
+on_start="${BACKUP_ON_START:-0}"
+[[ "$on_start" == 0 || "$on_start" == 1 ]] || die "BACKUP_ON_START must be 0 or 1, not '$on_start'" "set it to 0 or 1"
+[[ -n "${BACKUP_DIR:-}" ]] || die "BACKUP_DIR is not set" "set BACKUP_DIR to the directory for backups"
+
+out="$(mktemp)"
+err="$(mktemp)"
+trap stop TERM INT
+log INFO "backup schedule started" interval_seconds "$interval" on_start "$on_start"
+[[ "$on_start" == 1 ]] || pause "$interval"
+while true; do
+  next=$((SECONDS + interval))
+  run_backup
+  pause "$((next > SECONDS ? next - SECONDS : 0))"
+done
