@@ -11,31 +11,42 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP = Path("/sys/fs/cgroup")
 # Connections Postgres keeps for superusers (superuser_reserved_connections = 3) plus a few
 # for a human with psql and monitoring during an incident.
 RESERVED_CONNECTIONS = 10
 
 
-def cpu_quota(cpu_max: Path = CGROUP_CPU_MAX) -> float | None:
-    """The CPUs a cgroup v2 quota allows (`cpu.max` "150000 100000" is 1.5), or None if unlimited.
+def cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """The CPUs this container's quota allows (1.5 for `cpus: 1.5`), or None if unlimited.
 
-    Docker's `cpus: 1.0` is such a quota: it limits time, not which CPUs run, so the affinity
-    mask still shows every core of the host."""
+    cgroup v2 has `cpu.max` ("150000 100000"); v1 (older hosts, some Docker engines) has
+    `cpu.cfs_quota_us` (-1: none) over `cpu.cfs_period_us`. Docker's `cpus:` is such a quota:
+    it limits time, not which CPUs run, so the affinity mask still shows every core."""
     try:
-        quota, period = cpu_max.read_text().split()
+        quota, period = (cgroup / "cpu.max").read_text().split()
     except (OSError, ValueError):
+        quota = period = None
+        for v1 in ("cpu", "cpu,cpuacct"):
+            try:
+                quota = (cgroup / v1 / "cpu.cfs_quota_us").read_text().strip()
+                period = (cgroup / v1 / "cpu.cfs_period_us").read_text().strip()
+                break
+            except OSError:
+                continue
+    if quota in (None, "max", "-1"):
         return None
-    if quota == "max":
+    try:
+        return int(quota) / int(period)
+    except ValueError:
         return None
-    return int(quota) / int(period)
 
 
-def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+def available_cpus(cgroup: Path = CGROUP) -> int:
     """Whole CPUs this process may use: the cgroup quota rounded up, then the affinity mask
     (a cpuset or `taskset`), whichever is smaller; at least 1."""
     cpus = len(os.sched_getaffinity(0))
-    quota = cpu_quota(cpu_max)
+    quota = cpu_quota(cgroup)
     if quota is not None:
         cpus = min(cpus, math.ceil(quota))
     return max(1, cpus)

@@ -6,6 +6,8 @@ import logging
 
 from flask import Flask, current_app, jsonify, request
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -33,8 +35,10 @@ MESSAGES = {
     400: "The request is malformed.",
     422: "The request failed validation; see details.",
 }
-# The dependency is down or saturated: worth retrying, not worth a traceback per request.
-UNAVAILABLE = (OperationalError, PoolTimeoutError, RedisConnectionError, RedisTimeoutError)
+# The dependency is down, saturated or full (Redis under `noeviction`; a replica that a
+# failover has not promoted yet): worth retrying, not worth a traceback per request.
+UNAVAILABLE = (OperationalError, PoolTimeoutError, RedisConnectionError, RedisTimeoutError, RedisOutOfMemoryError,
+               RedisReadOnlyError)
 WRITE_METHODS = ("POST", "PUT", "PATCH")
 
 
@@ -90,7 +94,21 @@ def require_json_body() -> None:
         raise UnsupportedMediaType("Send the request body as application/json.")
 
 
+def quiet_about_unavailable(app: Flask) -> None:
+    """An error raised after the view (saving the session to a Redis that just went away)
+    reaches Flask's handle_exception, which logs a traceback at ERROR before handle_unexpected
+    answers 503 with its one warning line. The traceback says nothing the warning does not."""
+    log_exception = app.log_exception
+
+    def log_unless_unavailable(exc_info) -> None:
+        if not isinstance(exc_info[1], UNAVAILABLE):
+            log_exception(exc_info)
+
+    app.log_exception = log_unless_unavailable
+
+
 def init_app(app: Flask) -> None:
+    quiet_about_unavailable(app)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(InternalServerError, handle_unexpected)
     for error_class in UNAVAILABLE:

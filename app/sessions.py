@@ -120,9 +120,11 @@ class ServerSessionInterface(SessionInterface):
         return ServerSession()
 
     def is_null_session(self, obj) -> bool:
-        """Nothing to save: Flask's null session, a store that could not be read, or no session
-        at all (when opening it failed)."""
-        return not isinstance(obj, ServerSession) or isinstance(obj, UnavailableSession)
+        """Nothing to save: Flask's null session, a store that could not be read, no session at
+        all (when opening it failed), or one whose save just failed (the error's answer must
+        not try again)."""
+        return (not isinstance(obj, ServerSession) or isinstance(obj, UnavailableSession)
+                or getattr(obj, "save_failed", False))
 
     def regenerate(self, session: ServerSession) -> None:
         """A new id for the same data (at login: defeats session fixation)."""
@@ -131,6 +133,15 @@ class ServerSessionInterface(SessionInterface):
         session.sid, session.new, session.modified = None, True, True
 
     def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:
+        try:
+            self._save(app, session, response)
+        except RedisError:
+            # down, frozen, or full under `noeviction`: the request fails with a 503
+            # (app/errors.py), since its session change is lost
+            session.save_failed = True
+            raise
+
+    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
         if session.accessed:
             response.vary.add("Cookie")
         if not session:

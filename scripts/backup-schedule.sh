@@ -10,8 +10,12 @@
 ### Environment: everything scripts/backup.sh reads (BACKUP_DIR, DATABASE_URL,
 ### BACKUP_KEEP_*, RESTIC_*), and
 ###   BACKUP_INTERVAL_SECONDS   from the start of one run to the next (86400)
-###   BACKUP_ON_START           1: the first run starts at once, not after an
-###                             interval (0)
+###   BACKUP_ON_START           1: the first run starts at once (0: when the
+###                             newest backup in BACKUP_DIR is an interval old,
+###                             or at once if there is none)
+###   A restart (every release recreates the service) does not postpone the
+###   next backup: the first wait counts from the newest backup's time stamp,
+###   and a backup already due runs at once.
 set -o errexit -o nounset -o pipefail
 
 HERE="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
@@ -73,6 +77,17 @@ run_backup() {
   fi
 }
 
+# Seconds since the newest backup's stamp in BACKUP_DIR, or nothing if there is none.
+newest_backup_age() {
+  local newest stamp
+  newest="$(find "$BACKUP_DIR" -maxdepth 1 -regextype posix-extended \
+    -regex '.*/[A-Za-z0-9_.-]+-[0-9]{8}T[0-9]{6}Z\.(dump|sqlite3)' -printf '%f\n' 2>/dev/null |
+    sed -E 's/.*-([0-9]{8}T[0-9]{6}Z)\.[a-z0-9]+$/\1/' | sort | tail -n 1)"
+  [[ -n "$newest" ]] || return 0
+  stamp="${newest:0:4}-${newest:4:2}-${newest:6:2} ${newest:9:2}:${newest:11:2}:${newest:13:2} UTC"
+  echo $(($(date -u +%s) - $(date -u -d "$stamp" +%s)))
+}
+
 pause() {
   setsid sleep "$1" &
   child=$!
@@ -102,7 +117,11 @@ out="$(mktemp)"
 err="$(mktemp)"
 trap stop TERM INT
 log INFO "backup schedule started" interval_seconds "$interval" on_start "$on_start"
-[[ "$on_start" == 1 ]] || pause "$interval"
+if [[ "$on_start" == 0 ]]; then
+  age="$(newest_backup_age)"
+  first_wait=$((interval - ${age:-$interval}))
+  pause "$((first_wait > 0 ? first_wait : 0))"
+fi
 while true; do
   next=$((SECONDS + interval))
   run_backup

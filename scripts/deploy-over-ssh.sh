@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 ### Deploy one commit on the server over SSH: the command CI's deploy job runs.
 ### Usage: scripts/deploy-over-ssh.sh <git-sha>
-###   Copies the Compose files, deploy.sh and renew-certificates.sh into
+###   Copies the Compose files (docker-compose.secrets.yml too, used only when
+###   DEPLOY_COMPOSE_FILES names it), deploy.sh and renew-certificates.sh into
 ###   DEPLOY_PATH on the server (all it needs besides its .env: no checkout), then
 ###   runs `deploy.sh deploy <sha>` there and exits with its status.
 ### Environment:
@@ -35,7 +36,8 @@ options=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o "UserKnownHostsFile=$D
   -i "$DEPLOY_SSH_KEY_FILE")
 target="$DEPLOY_USER@$DEPLOY_HOST"
 
-scp -q "${options[@]}" -P "${DEPLOY_PORT:-22}" docker-compose.yml docker-compose.prod.yml scripts/deploy.sh \
+scp -q "${options[@]}" -P "${DEPLOY_PORT:-22}" docker-compose.yml docker-compose.prod.yml docker-compose.secrets.yml \
+  scripts/deploy.sh scripts/make-secrets.sh \
   scripts/renew-certificates.sh "$target:$path/" || die "copying the deploy files to $target:$path failed; fix: check the path and the key"
 # shellcheck disable=SC2029 # path and sha are meant to expand here, on the client
 ssh "${options[@]}" -p "${DEPLOY_PORT:-22}" "$target" "cd '$path' && ./deploy.sh deploy '$sha'"

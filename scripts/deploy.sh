@@ -6,7 +6,8 @@
 ###        scripts/deploy.sh scale <replicas>
 ###   Run where docker-compose.yml, docker-compose.prod.yml and .env live (no
 ###   source checkout needed). A release is the two images CI pushed for one
-###   commit: $REGISTRY/flask-kit-web:<sha> and $REGISTRY/flask-kit-nginx:<sha>.
+###   commit: $REGISTRY/flask-kit-web:<sha>, flask-kit-nginx:<sha> and
+###   flask-kit-backup:<sha>.
 ###   deploy <sha>    pull the images, migrate (one-off), start the new web
 ###                   replicas beside the old ones, wait until each is ready,
 ###                   switch nginx to them (a reload), check readiness through
@@ -179,8 +180,8 @@ release() { # release <sha> <migrate: yes|no> <action>
 
   step="pull"
   say "pulling release $sha"
-  compose pull --quiet web nginx ||
-    die "the images of $sha could not be pulled" "check that CI pushed $registry/flask-kit-web:$sha and flask-kit-nginx:$sha, and docker login"
+  compose pull --quiet web nginx backup ||
+    die "the images of $sha could not be pulled" "check that CI pushed $registry/flask-kit-web:$sha, flask-kit-nginx:$sha and flask-kit-backup:$sha, and docker login"
   if [[ $migrate == yes ]]; then
     step="migrate"
     say "migrating (the current release keeps serving)"
@@ -238,6 +239,11 @@ release() { # release <sha> <migrate: yes|no> <action>
 
   set_env_value TAG "$sha"
   record "$action" "$sha"
+  # The release's backup image. Its schedule counts from the newest backup, so a restart
+  # postpones nothing.
+  step="backup"
+  compose up --detach --no-deps backup >/dev/null 2>&1 ||
+    die "the backup service of $sha did not start ($sha is live and recorded)" "read docker compose logs backup"
   prune
   say "$sha is live (${action})"
 }
@@ -246,7 +252,7 @@ prune() {
   local keep registry image old_image
   keep="$(releases | head -n "$KEEP_RELEASES" | paste -sd '|')"
   registry="$(env_value REGISTRY)"
-  for image in "$registry/flask-kit-web" "$registry/flask-kit-nginx"; do
+  for image in "$registry/flask-kit-web" "$registry/flask-kit-nginx" "$registry/flask-kit-backup"; do
     docker image ls --format '{{.Repository}}:{{.Tag}}' "$image" | { grep -Ev ":($keep)$" || true; } |
       while read -r old_image; do
         docker image rm "$old_image" >/dev/null 2>&1 || true # still used by a container: kept

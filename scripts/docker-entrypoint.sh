@@ -27,15 +27,22 @@ fi
 wait_timeout="${WAIT_TIMEOUT:-30}"
 [[ "$wait_timeout" =~ ^[0-9]+$ ]] || die "WAIT_TIMEOUT must be whole seconds, got '$wait_timeout'"
 
-# Print the value of $1, or the first line of the file named by ${1}_FILE.
+# Print the value of $1, or the contents of the file named by ${1}_FILE (Docker
+# secrets), exactly as app/config.py reads them: both set is an error, the file's
+# surrounding whitespace is dropped, and an unreadable or empty file is an error.
 setting() {
-  local name="$1" file_name="${1}_FILE"
-  if [[ -n "${!name:-}" ]]; then
-    printf '%s\n' "${!name}"
-  elif [[ -n "${!file_name:-}" ]]; then
-    [[ -r "${!file_name}" ]] || die "$file_name names '${!file_name}', which is not a readable file"
-    head -n 1 -- "${!file_name}"
+  local name="$1" file_name="${1}_FILE" value
+  if [[ -z "${!file_name:-}" ]]; then
+    printf '%s\n' "${!name:-}"
+    return
   fi
+  [[ -z "${!name:-}" ]] || die "set $name or $file_name, not both"
+  [[ -r "${!file_name}" ]] || die "$file_name=${!file_name} cannot be read"
+  value="$(<"${!file_name}")"
+  value="${value#"${value%%[![:space:]]*}"}"
+  value="${value%"${value##*[![:space:]]}"}"
+  [[ -n "$value" ]] || die "$file_name=${!file_name} is empty"
+  printf '%s\n' "$value"
 }
 
 # Print "host port" for scheme://[user[:password]@]host[:port][/path], or

@@ -15,7 +15,8 @@
 ###   --force  replace the contents of a database that is not empty
 ### Environment:
 ###   DATABASE_URL or DATABASE_URL_FILE   the target database (not both)
-###   MIGRATION_HEAD   the head revision to expect (default: from
+###   MIGRATION_HEAD   the head revision to expect, or MIGRATION_HEAD_FILE (set in
+###                    the backup image); default: from
 ###                    `.venv/bin/flask --app wsgi db heads` in this checkout)
 set -o errexit -o nounset -o pipefail
 
@@ -26,10 +27,9 @@ REPO="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 # The revision the restored schema must be at, in $REPLY.
 migration_head() {
   local heads
-  if [[ -n "${MIGRATION_HEAD:-}" ]]; then
-    REPLY="$MIGRATION_HEAD"
-    return
-  fi
+  # MIGRATION_HEAD, or MIGRATION_HEAD_FILE: the backup image bakes its release's head there
+  read_secret MIGRATION_HEAD
+  [[ -z "$REPLY" ]] || return 0
   [[ -x "$REPO/.venv/bin/flask" ]] ||
     die "cannot find the migration head: no $REPO/.venv/bin/flask" \
       "set MIGRATION_HEAD to the revision that \`flask --app wsgi db heads\` prints for this release"

@@ -15,6 +15,7 @@ from harness import REPO, VENV_BIN
 
 DEV = REPO / "docker-compose.yml"
 PROD = REPO / "docker-compose.prod.yml"
+SECRETS = REPO / "docker-compose.secrets.yml"
 GUNICORN_GRACEFUL_TIMEOUT = 30
 
 # Every variable production refuses to start without, with a sample value.
@@ -29,7 +30,11 @@ PROD_REQUIRED = {
 # Variables the Compose files read; cleared so the developer's shell cannot leak in.
 COMPOSE_VARIABLES = {*PROD_REQUIRED, "WEB_IMAGE", "BASE_IMAGE", "WHEELHOUSE", "GIT_SHA", "POSTGRES_IMAGE",
                      "REDIS_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "HTTP_PORT", "HTTPS_PORT", "LOG_LEVEL",
-                     "NGINX_SERVER_NAME", "SENTRY_DSN", "WEB_REPLICAS", "NGINX_API_RATE", "NGINX_CONN_LIMIT"}
+                     "NGINX_SERVER_NAME", "SENTRY_DSN", "WEB_REPLICAS", "NGINX_API_RATE", "NGINX_CONN_LIMIT",
+                     "SECRETS_DIR", "APP_ENV_FILE", "WEB_CONCURRENCY", "WEB_CPUS", "REDIS_MAXMEMORY",
+                     "RESTIC_REPOSITORY", "RESTIC_PASSWORD", "BACKUP_INTERVAL_SECONDS"}
+# The secrets a deploy gives as plain variables or, with docker-compose.secrets.yml, as files.
+SECRET_VARIABLES = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 
 
 def tool(name: str) -> str:
@@ -65,7 +70,7 @@ def shell_scripts() -> list[Path]:
 
 # --- linters ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile", "nginx/Dockerfile"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "nginx/Dockerfile", "backup/Dockerfile"])
 def test_dockerfiles_pass_hadolint(dockerfile):
     result = subprocess.run([tool("hadolint"), dockerfile], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -99,7 +104,8 @@ def test_dockerfile_works_with_the_classic_builder():
 def test_dockerfile_pins_the_base_and_runs_as_uid_10001():
     assert re.search(r"^ARG BASE_IMAGE=python:3\.11\.\d+-slim-bookworm$", DOCKERFILE, re.M)
     assert re.search(r"^USER 10001:10001$", DOCKERFILE, re.M)
-    assert 'CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]' in DOCKERFILE
+    assert ('CMD ["python", "-m", "gevent.monkey", "--module", "gunicorn", "--config", "gunicorn.conf.py", '
+            '"wsgi:app"]') in DOCKERFILE
     assert re.search(r"^ENTRYPOINT \[", DOCKERFILE, re.M), "exec form, so gunicorn gets SIGTERM"
     assert "--require-hashes" in DOCKERFILE
 
@@ -110,7 +116,8 @@ def test_dockerignore_allows_only_what_the_image_needs():
     assert lines[0] == "*", "allow-list: everything else (.env*, .git, tests, .venv, docs) stays out"
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert allowed == {"app", "migrations", "wsgi.py", "gunicorn.conf.py", "requirements.txt",
-                       "scripts/docker-entrypoint.sh", "build/wheels", "nginx"}
+                       "scripts/docker-entrypoint.sh", "build/wheels", "nginx",
+                       "scripts/backup.sh", "scripts/restore.sh", "scripts/backup-schedule.sh"}
     assert "**/.env*" in lines
 
 
@@ -168,7 +175,10 @@ def test_prod_refuses_to_start_without_a_required_variable(missing):
     env = {k: v for k, v in PROD_REQUIRED.items() if k != missing}
     result = compose_config(DEV, PROD, env=env)
     assert result.returncode != 0
-    assert f"required variable {missing} is missing a value" in result.stderr
+    if missing in SECRET_VARIABLES:  # either a variable or a file: the message names both
+        assert f"set {missing} (" in result.stderr and "or SECRETS_DIR" in result.stderr, result.stderr
+    else:
+        assert f"required variable {missing} is missing a value" in result.stderr
 
 
 def test_prod_runs_the_exact_registry_image_and_never_builds():
@@ -215,7 +225,7 @@ def test_prod_keeps_the_redis_password_off_command_lines():
     assert "requirepass" in redis["entrypoint"][2]
 
 
-@pytest.mark.parametrize("name", ["db", "redis", "migrate", "web", "nginx"])
+@pytest.mark.parametrize("name", ["db", "redis", "migrate", "web", "nginx", "backup"])
 def test_prod_hardens_every_long_running_service(name):
     svc = model(DEV, PROD, env=PROD_REQUIRED)["services"][name]
     assert svc["read_only"] is True
@@ -249,3 +259,72 @@ def test_prod_certbot_shares_the_webroot_with_nginx_and_is_a_tool():
     assert webroot["target"] == "/var/www/certbot"
     nginx_webroot = {v["source"]: v for v in services["nginx"]["volumes"] if v["type"] == "volume"}
     assert nginx_webroot["certbot-webroot"]["target"] == services["nginx"]["environment"]["NGINX_ACME_ROOT"]
+
+
+def test_prod_runs_the_releases_backup_image_into_its_own_volume():
+    backup = model(DEV, PROD, env=PROD_REQUIRED)["services"]["backup"]
+    assert backup["image"] == f"{PROD_REQUIRED['REGISTRY']}/flask-kit-backup:{PROD_REQUIRED['TAG']}"
+    assert [(v["type"], v["source"], v["target"]) for v in backup["volumes"]] == [("volume", "backups", "/backups")]
+    assert PROD_REQUIRED["POSTGRES_PASSWORD"] in backup["environment"]["DATABASE_URL"]
+    assert backup["environment"]["BACKUP_INTERVAL_SECONDS"] == "86400"
+    assert "ports" not in backup
+
+
+def test_prod_app_settings_reach_web_and_migrate_from_an_optional_file(tmp_path):
+    settings = tmp_path / "app.env"
+    settings.write_text("DB_POOL_SIZE=4\nLOGIN_FAILURES_PER_ACCOUNT=5\n# SECRET_KEY below loses to .env's\n"
+                        "SECRET_KEY=from-the-file\n")
+    services = model(DEV, PROD, env={**PROD_REQUIRED, "APP_ENV_FILE": str(settings)})["services"]
+    for name in ("web", "migrate"):
+        env = services[name]["environment"]
+        assert env["DB_POOL_SIZE"] == "4" and env["LOGIN_FAILURES_PER_ACCOUNT"] == "5"
+        assert env["SECRET_KEY"] == PROD_REQUIRED["SECRET_KEY"]
+    # and the file may be absent
+    assert "DB_POOL_SIZE" not in model(DEV, PROD, env=PROD_REQUIRED)["services"]["web"]["environment"]
+
+
+def test_prod_sets_the_worker_count_next_to_the_cpu_quota():
+    web = model(DEV, PROD, env=PROD_REQUIRED)["services"]["web"]
+    assert (web["environment"]["WEB_CONCURRENCY"], web["cpus"]) == ("1", 1.0)
+    bigger = model(DEV, PROD, env={**PROD_REQUIRED, "WEB_CONCURRENCY": "2", "WEB_CPUS": "2"})["services"]["web"]
+    assert (bigger["environment"]["WEB_CONCURRENCY"], bigger["cpus"]) == ("2", 2.0)
+
+
+def test_prod_defaults_fit_the_connection_budget():
+    """Every worker's pool at once, with a release's replicas running beside the old ones, plus
+    migrate and the backup, under Postgres's max_connections (the db runs its default)."""
+    from app.capacity import ConnectionBudget
+    from app.config import load_config
+
+    services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
+    web = services["web"]
+    config = load_config({**web["environment"], "APP_ENV": "testing"})
+    assert "max_connections" not in json.dumps(services["db"].get("command", ""))
+    budget = ConnectionBudget(workers=int(web["environment"]["WEB_CONCURRENCY"]), pool_size=config["DB_POOL_SIZE"],
+                              max_overflow=config["DB_MAX_OVERFLOW"], replicas=2 * web["deploy"]["replicas"],
+                              others=2, max_connections=100)
+
+    assert budget.fits, budget.describe()
+
+
+def test_prod_redis_evicts_expiring_keys_below_its_memory_limit():
+    redis = model(DEV, PROD, env=PROD_REQUIRED)["services"]["redis"]
+    script = redis["entrypoint"][2]
+    assert "maxmemory-policy volatile-lru" in script
+    maxmemory = redis["environment"]["REDIS_MAXMEMORY"]
+    assert maxmemory.endswith("mb") and int(maxmemory[:-2]) * 2**20 < int(redis["mem_limit"])
+
+
+def test_prod_with_docker_secrets_needs_no_secret_variable(tmp_path):
+    env = {k: v for k, v in PROD_REQUIRED.items() if k not in SECRET_VARIABLES}
+    services = model(DEV, PROD, SECRETS, env={**env, "SECRETS_DIR": str(tmp_path)})["services"]
+    for name in ("web", "migrate"):
+        app_env = services[name]["environment"]
+        for variable in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL"):
+            assert app_env[variable] == "" and app_env[f"{variable}_FILE"].startswith("/run/secrets/")
+    assert services["db"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert services["redis"]["environment"]["REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+    assert services["backup"]["environment"]["DATABASE_URL_FILE"] == "/run/secrets/database_url"
+    # without the directory, the secrets file names what is missing
+    result = compose_config(DEV, PROD, SECRETS, env=env)
+    assert result.returncode != 0 and "required variable SECRETS_DIR is missing" in result.stderr

@@ -141,10 +141,15 @@ def build_releases(engine: DockerEngine, base_images: dict[str, str], web_image,
         engine.docker("build", "--quiet", "--file", str(REPO / "nginx" / "Dockerfile"),
                       "--build-arg", f"NGINX_IMAGE={base_images['NGINX_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
                       "--tag", f"{registry}/flask-kit-nginx:{sha}", str(REPO), capture=True)
+    for sha in (A, B):
+        engine.docker("build", "--quiet", "--file", str(REPO / "backup" / "Dockerfile"),
+                      "--build-arg", f"POSTGRES_IMAGE={base_images['POSTGRES_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
+                      "--tag", f"{registry}/flask-kit-backup:{sha}", str(REPO), capture=True)
     for sha in (C, D):
-        engine.docker("tag", f"{registry}/flask-kit-nginx:{B}", f"{registry}/flask-kit-nginx:{sha}", capture=True)
+        for image in ("flask-kit-nginx", "flask-kit-backup"):
+            engine.docker("tag", f"{registry}/{image}:{B}", f"{registry}/{image}:{sha}", capture=True)
     for sha in (A, B, C, D):
-        for image in ("flask-kit-web", "flask-kit-nginx"):
+        for image in ("flask-kit-web", "flask-kit-nginx", "flask-kit-backup"):
             engine.docker("push", "--quiet", f"{registry}/{image}:{sha}", capture=True)
             engine.docker("rmi", f"{registry}/{image}:{sha}", capture=True)  # deploys must pull
 
@@ -293,6 +298,50 @@ def test_deploy_a_to_b_drops_nothing(server, users):
     assert_nothing_left_behind(server)
 
 
+def table_digests(server: Server) -> dict[str, str]:
+    """One digest of every row of each table: equal digests, equal contents."""
+    tables = server.stack.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
+    return {table: server.stack.sql(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) "
+                                    f'FROM "{table}" t') for table in tables}
+
+
+def in_backup_container(server: Server, *command: str) -> subprocess.CompletedProcess:
+    """A one-off container of the backup service: its image, environment and volume."""
+    return server.stack.compose("run", "--rm", "--no-deps", "-T", "backup", *command, check=False)
+
+
+def test_the_backup_service_backs_up_and_its_backup_restores(server, users):
+    # the service made a first backup when the stack started (there was none); B's has kept it
+    assert in_backup_container(server, "sh", "-c", "ls /backups/flask-*.dump").stdout.strip()
+    before = table_digests(server)
+    assert int(server.stack.sql("SELECT count(*) FROM notes")) >= LOAD_USERS
+    made = in_backup_container(server, "backup.sh")
+    assert made.returncode == 0, made.stderr
+    backup = made.stdout.strip().splitlines()[-1]
+    assert backup.startswith("/backups/flask-") and backup.endswith(".dump")
+
+    for statement in ("DROP DATABASE flask WITH (FORCE)", "CREATE DATABASE flask OWNER flask"):
+        server.stack.compose("exec", "-T", "db", "psql", "-X", "-U", "flask", "-d", "postgres", "-c", statement)
+    assert table_digests(server) == {}
+    restored = in_backup_container(server, "restore.sh", backup)
+
+    assert restored.returncode == 0, restored.stderr
+    assert "the schema is at the migration head" in restored.stderr
+    assert table_digests(server) == before
+    wait_for(lambda: users.ready(0, 0) == 200, 30, "readiness through nginx after the restore")
+
+    # a truncated backup whose checksum matches: refused before the target is touched
+    truncated = "/backups/flask-20000101T000000Z.dump"
+    in_backup_container(server, "sh", "-c", f"head -c $(($(stat -c %s {backup}) / 2)) {backup} > {truncated} && "
+                                            f"cd /backups && sha256sum {truncated.split('/')[-1]} > {truncated}.sha256")
+    refused = in_backup_container(server, "restore.sh", "--force", truncated)
+    in_backup_container(server, "rm", "-f", truncated, f"{truncated}.sha256")
+
+    assert refused.returncode != 0 and "restore: error:" in refused.stderr, refused.stderr
+    assert table_digests(server) == before
+    assert users.verify_writes() == []
+
+
 def test_a_release_that_cannot_start_is_refused_while_b_serves(server, users):
     result, recorder = under_load(server, users, "deploy", C)
 
@@ -396,3 +445,31 @@ def test_a_second_deploy_is_refused_and_told_who_holds_the_lock(server, users):
     assert result.returncode == 1
     assert "another deploy holds the lock" in result.stderr and "pid 4242 (ci)" in result.stderr
     assert server.history() == [A, B, A, B]
+
+
+def test_a_running_deploy_moves_to_docker_secrets(server, users):
+    """docs/operations.md's procedure: the same passwords into files, .env without them, the
+    servers recreated, then the web replicas replaced by a deploy of the current release."""
+    secrets = {name: server.setting(name) for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")}
+    subprocess.run([str(REPO / "scripts" / "make-secrets.sh"), "--from-env", ".env", "secrets"], cwd=server.path,
+                   check=True, capture_output=True)
+    lines = [line for line in (server.path / ".env").read_text().splitlines()
+             if line.split("=", 1)[0] not in secrets]
+    (server.path / ".env").write_text("\n".join([*lines, f"SECRETS_DIR={server.path / 'secrets'}"]) + "\n")
+    shutil.copy(REPO / "docker-compose.secrets.yml", server.path)
+    server.env["DEPLOY_COMPOSE_FILES"] += " docker-compose.secrets.yml"
+    server.stack.files = (*server.stack.files, server.path / "docker-compose.secrets.yml")
+    current = server.history()[-1]
+
+    server.stack.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "120", "db", "redis", "backup")
+    wait_for(lambda: users.ready(0, 0) == 200, 60, "readiness after db and redis restarted")
+    server.deploy("deploy", current)
+
+    assert server.release_ids() == {current} and len(server.web_containers()) == 2
+    assert users.ready(0, 0) == 200 and users.read(0, 0) == 200
+    for service in ("web", "db", "redis", "backup"):
+        environment = server.inspect(service, "{{range .Config.Env}}{{println .}}{{end}}")
+        assert not any(value in environment for value in secrets.values()), service
+        assert "_FILE=/run/secrets/" in environment, service
+    refused = server.stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False)
+    assert "NOAUTH" in refused.stdout + refused.stderr

@@ -14,7 +14,7 @@ import sqlite3
 import stat
 import subprocess
 import threading
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -452,6 +452,51 @@ def test_schedule_backs_up_every_interval_and_stops_on_sigterm(database_url, tmp
     # --prune ran: the earlier backup made way for the newer one
     assert done[-1]["pruned"] >= 1 and not Path(done[0]["file"]).exists()
     assert not list(backup_dir.glob("*.partial"))
+
+
+def test_a_restarted_schedule_runs_a_due_backup_at_once(database_url, tmp_path):
+    """Every release recreates the backup service: the wait counts from the newest backup, so
+    a daily schedule restarted more often than daily still backs up."""
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    stamp = (datetime.now(timezone.utc) - timedelta(hours=25)).strftime("%Y%m%dT%H%M%SZ")
+    (backup_dir / f"kit-{stamp}.dump").write_bytes(b"an old backup")
+    proc, log = start_schedule(tmp_path, {"DATABASE_URL": database_url, "BACKUP_DIR": str(backup_dir),
+                                          "BACKUP_INTERVAL_SECONDS": "86400"})
+    try:
+        wait_for(lambda: any(r["message"] == "backup done" for r in log_records(log)), 30,
+                 "the overdue backup, not a day later")
+    finally:
+        stop_process(proc)
+
+
+def test_a_first_schedule_backs_up_at_once(database_url, tmp_path):
+    """A new deploy has no backup yet: the first one is made at start, not a day later."""
+    proc, log = start_schedule(tmp_path, {"DATABASE_URL": database_url, "BACKUP_DIR": str(tmp_path / "backups"),
+                                          "BACKUP_INTERVAL_SECONDS": "86400"})
+    try:
+        wait_for(lambda: any(r["message"] == "backup done" for r in log_records(log)), 30, "the first backup")
+    finally:
+        stop_process(proc)
+
+
+def test_a_restarted_schedule_waits_for_a_backup_not_yet_due(database_url, tmp_path):
+    backup_dir = tmp_path / "backups"
+    backup_dir.mkdir()
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    (backup_dir / f"kit-{stamp}.dump").write_bytes(b"a fresh backup")
+    proc, log = start_schedule(tmp_path, {"DATABASE_URL": database_url, "BACKUP_DIR": str(backup_dir),
+                                          "BACKUP_INTERVAL_SECONDS": "86400"})
+    try:
+        wait_for(lambda: any(r["message"] == "backup schedule started" for r in log_records(log)), 10,
+                 "the schedule's first line")
+        # it is asleep now; SIGTERM ends the sleep, and no backup was made
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        stop_process(proc)
+    assert [r["message"] for r in log_records(log)] == ["backup schedule started", "backup schedule stopped by a signal"]
+    assert len(list(backup_dir.iterdir())) == 1
 
 
 def test_schedule_logs_a_failed_run_and_goes_on(tmp_path):
