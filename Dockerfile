@@ -71,4 +71,6 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
 # The entrypoint only waits (bounded) for Postgres/Redis, then execs the
 # command, so Gunicorn is PID 1 and receives docker stop's SIGTERM itself.
 ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
-CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]
+# gevent's launcher patches the standard library before Gunicorn imports anything, so the
+# master can load the app once for every worker (preload_app, gunicorn.conf.py).
+CMD ["python", "-m", "gevent.monkey", "--module", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]

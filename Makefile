@@ -30,7 +30,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (embedded SQLite, no servers needed)
 	$(BIN)/flask --app wsgi db upgrade
-	exec $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	exec $(BIN)/python -m gevent.monkey --module gunicorn --config gunicorn.conf.py wsgi:app
 
 test: $(VENV)/.dev ## Install what the suite needs, then run every test (real Postgres, Redis, nginx, Docker)
 	scripts/install-servers.sh

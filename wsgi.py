@@ -1,4 +1,5 @@
-"""The WSGI entry point: `gunicorn --config gunicorn.conf.py wsgi:app`, `flask --app wsgi ...`."""
+"""The WSGI entry point: `python -m gevent.monkey --module gunicorn --config gunicorn.conf.py
+wsgi:app` (gunicorn.conf.py says why), `flask --app wsgi ...`."""
 
 import sys
 

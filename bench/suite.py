@@ -4,8 +4,9 @@ Both run the same app behind the same nginx (this repo's configuration, its per-
 limits lifted for the load), on the same Postgres and Redis; only the Gunicorn configuration
 differs (bench/seed_gunicorn.conf.py, gunicorn.conf.py with its defaults). For each, in turn:
 cold start, /health, an authenticated read and write at 64 connections (wrk), a fixed offered
-rate and a sweep of rates (hey, every latency kept), and the read again with each round trip
-to Postgres delayed (a latency-injecting proxy). The app's CPU comes from /proc (the master,
+rate and a sweep of rates (hey, every latency kept), the read again with each round trip to
+Postgres delayed (a latency-injecting proxy), and /health with workers recycled every 1000
+requests, as the seed recycles them. The app's CPU comes from /proc (the master,
 its workers, and the workers it reaped), so it is per request, whatever the worker model.
 
 Usage: .venv/bin/python -m bench [--seconds 10] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
@@ -196,6 +197,14 @@ def measure(name: str, app_env: dict[str, str], slow_env: dict[str, str], option
         result["read_slow_db_c100"] = slow.measured(lambda: wrk(f"{slow.url}/api/notes", seconds, 100, auth))
     finally:
         slow.close()
+    # Worker recycling as the seed configures it (every 1000 requests), for both: what a
+    # recycled worker costs each setup (a fork from a preloaded master, or a fresh import).
+    recycling = Site(name, {**app_env, "GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "50"})
+    try:
+        recycling.start()
+        result["health_recycling_c64"] = recycling.measured(lambda: wrk(f"{recycling.url}/health", seconds, 64, {}))
+    finally:
+        recycling.close()
     return result
 
 

@@ -150,8 +150,13 @@ class RedisServer:
         os.kill(self.proc.pid, signal.SIGCONT)
 
 
+# How production starts Gunicorn (the Dockerfile's command): gevent patches first.
+GEVENT_LAUNCHER = ("-m", "gevent.monkey", "--module", "gunicorn")
+
+
 class GunicornServer:
-    """The real Gunicorn with the repo's gunicorn.conf.py, serving on a free loopback port."""
+    """The real Gunicorn with the repo's gunicorn.conf.py, serving on a free loopback port,
+    started as production starts it; another `config` (the bench's seed) as plain `gunicorn`."""
 
     def __init__(self, env: dict[str, str], app_module: str = "wsgi:app", cwd: Path = REPO,
                  config: Path = REPO / "gunicorn.conf.py"):
@@ -172,10 +177,16 @@ class GunicornServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def launcher(self) -> list[str]:
+        if self.config == REPO / "gunicorn.conf.py":
+            return [str(VENV_BIN / "python"), *GEVENT_LAUNCHER]
+        return [str(VENV_BIN / "gunicorn")]
+
     def start(self, timeout: float = 30) -> None:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(VENV_BIN / "gunicorn"), "--config", str(self.config), self.app_module],
+                [*self.launcher, "--config", str(self.config), self.app_module],
                 cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         wait_for(lambda: self.proc.poll() is None and self.healthy(), timeout, f"gunicorn /health ({self.logfile})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -10,11 +11,12 @@ import time
 import urllib.error
 import urllib.request
 from http.cookiejar import CookieJar
+from pathlib import Path
 
 import pytest
 
 from harness import REPO, VENV_BIN
-from harness.servers import migrated_postgres
+from harness.servers import GEVENT_LAUNCHER, migrated_postgres
 from harness.wait import wait_for
 
 pytestmark = pytest.mark.slow
@@ -90,18 +92,52 @@ def test_every_log_line_is_json_and_access_lines_carry_the_request_id(start_guni
     ({"DATABASE_URL": "mysql://kit:pw@db/kit"}, "configuration error: DATABASE_URL has the unsupported scheme "
                                                 "'mysql': use postgresql:// (or sqlite:// outside production)"),
 ])
-def test_a_bad_configuration_exits_4_with_one_line_every_time(app_env, change, line):
+@pytest.mark.parametrize("launcher", [[str(VENV_BIN / "python"), *GEVENT_LAUNCHER], [str(VENV_BIN / "gunicorn")]],
+                         ids=["gevent launcher (preloads)", "plain gunicorn"])
+def test_a_bad_configuration_exits_4_with_one_line_every_time(app_env, change, line, launcher):
     """Checked once, in the master, before any worker starts: earlier, two workers failing
     at once sometimes ended in a HaltServer traceback and exit 1, and printed the line twice."""
     env = {**app_env, "APP_ENV": "production", "SECRET_KEY": "k3Vq9x-2LrT8pZ0wYb6NcJ4hFm1sUe7aGd5QoXiR",
            "GUNICORN_BIND": "127.0.0.1:0", "WEB_CONCURRENCY": "2", "PATH": "/usr/bin:/bin", **change}
     for _ in range(5):
-        result = subprocess.run([str(VENV_BIN / "gunicorn"), "--config", "gunicorn.conf.py", "wsgi:app"],
+        result = subprocess.run([*launcher, "--config", "gunicorn.conf.py", "wsgi:app"],
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
         assert result.returncode == 4
         assert [text for text in (result.stdout + result.stderr).splitlines() if not text.startswith("{")] == [line]
         assert "Booting worker" not in result.stdout
+
+
+def remote_ports(pid: int) -> set[int]:
+    """The remote TCP ports of a process's sockets (from /proc: its fds' inodes in net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[9] in inodes:
+            ports.add(int(fields[2].split(":")[1], 16))
+    return ports
+
+
+def test_the_master_preloads_the_app_and_holds_no_connection(start_gunicorn, app_env, postgres_server,
+                                                              redis_server):
+    """Workers fork from a master that loaded the app (the production launcher); a connection
+    opened there would be shared by every worker, so the master must never open one."""
+    server = start_gunicorn({**app_env, "WEB_CONCURRENCY": "2"})
+    for _ in range(20):
+        assert get(f"{server.url}/health/ready")[0] == 200
+
+    workers = server.worker_pids()
+    assert len(workers) == 2
+    assert postgres_server.port in set().union(*map(remote_ports, workers))  # they did connect
+    assert {postgres_server.port, redis_server.port} & remote_ports(server.proc.pid) == set()
+    # preloaded: the master imported the app, psycopg2's C extension with it (an unpreloaded
+    # master never loads it)
+    assert "_psycopg" in Path(f"/proc/{server.proc.pid}/maps").read_text()
 
 
 def test_flask_cli_refuses_a_weak_secret_key_in_one_line(app_env):
