@@ -15,6 +15,8 @@ from harness import REPO
 RESULTS = REPO / "bench" / "results"
 DOCUMENT = REPO / "docs" / "benchmarks.md"
 PLOT = REPO / "docs" / "benchmarks-latency.png"
+# The hand-written history of the changes and their measurements, appended to the document.
+CHANGES = REPO / "bench" / "changes.md"
 # (label, workload, figure, unit); the ratio column is ours / seed
 ROWS = [
     ("/health, c=64: requests/s", "health_c64", "rps", ""),
@@ -99,7 +101,8 @@ do not edit by hand.
 
 The seed reference is the tutorial this kit grew from: sync workers, `2 x cores + 1` of them,
 `preload_app`, `max_requests = 1000` (bench/seed_gunicorn.conf.py). Ours is gunicorn.conf.py with
-its defaults. Both serve the same app behind the same nginx (this repo's configuration, TLS,
+its defaults, started as the Dockerfile starts it (gevent's launcher, so the app is preloaded).
+Both serve the same app behind the same nginx (this repo's configuration, TLS,
 per-address limits lifted for the load) on the same Postgres and Redis, on this machine, one
 after the other in one run. Each workload ran {options['seconds']:g} s: wrk at 64 connections; hey
 at a fixed {options['rate']} requests/s offered (every latency kept, so p99.9 is real); the read
@@ -113,7 +116,8 @@ worker model. The figures vary from run to run by 10-20 %: compare within one ru
 
 Machine: {machine['machine']}; {machine['nginx']}; Gunicorn {machine['gunicorn']}, gevent {machine['gevent']},
 Python {machine['python']}.
-""")
+
+{CHANGES.read_text()}""")
 
 
 def main() -> None:

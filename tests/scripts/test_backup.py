@@ -495,7 +495,8 @@ def test_a_restarted_schedule_waits_for_a_backup_not_yet_due(database_url, tmp_p
         assert proc.wait(10) == 0
     finally:
         stop_process(proc)
-    assert [r["message"] for r in log_records(log)] == ["backup schedule started", "backup schedule stopped by a signal"]
+    assert [r["message"] for r in log_records(log)] == ["backup schedule started",
+                                                         "backup schedule stopped by a signal"]
     assert len(list(backup_dir.iterdir())) == 1
 
 
