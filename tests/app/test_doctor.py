@@ -171,7 +171,7 @@ def good_deploy(sites: Sites) -> Deploy:
             "REGISTRY": "registry.example.com/acme",
             "TAG": "0123456789abcdef0123456789abcdef01234567",
             "DOMAIN": "localhost",
-            # 1 worker x (10 + 10) x 2 x 2 replicas + 2 = 82 of Postgres's 100 - 10 reserved
+            # 1 worker x (20 + 0) x 2 x 2 replicas + 2 = 82 of Postgres's 100 - 10 reserved
             "WEB_REPLICAS": "2",
             "WEB_CONCURRENCY": "1",
             "SECRET_KEY": secrets.token_hex(32),
