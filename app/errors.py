@@ -69,7 +69,9 @@ def flatten_validation_messages(messages: dict) -> dict:
 
 
 def handle_unavailable(error: Exception):
-    log.warning("dependency unavailable: %s", type(error).__name__)
+    # qualified: sqlalchemy.exc.TimeoutError (no pooled connection in time) and
+    # redis.exceptions.TimeoutError call for different fixes
+    log.warning("dependency unavailable: %s.%s", type(error).__module__, type(error).__qualname__)
     retry_after = str(current_app.config["RETRY_AFTER_SECONDS"])
     return error_response(503, "A backing service is unavailable; retry shortly.", headers={"Retry-After": retry_after})
 
