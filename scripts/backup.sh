@@ -144,7 +144,7 @@ backup_postgres() {
 backup_sqlite() {
   local partial="$1" log check
   require sqlite3 "apt-get install sqlite3"
-  [[ -f "$SQLITE_PATH" ]] || die "the SQLite database $SQLITE_PATH does not exist" "check DATABASE_URL"
+  [[ -f "$SQLITE_PATH" ]] || die "the SQLite database $SQLITE_PATH does not exist" "check DATABASE_URL, or create the database first (make migrate)"
   [[ "$partial" != *\'* ]] || die "BACKUP_DIR contains a single quote" "use a path without one"
   temp_file
   log="$REPLY"
