@@ -18,7 +18,7 @@ import sys
 from gunicorn.glogging import Logger
 
 from app.capacity import available_cpus
-from app.config import ConfigError, load_config
+from app.config import APP_LOAD_ERROR, ConfigError, load_config
 from app.jsonlog import json_formatter
 
 
@@ -136,11 +136,6 @@ class JsonLogger(Logger):
 
 
 logger_class = JsonLogger
-
-
-# Gunicorn's exit code for "the app failed to load": the master stops instead of respawning
-# workers that can never boot.
-APP_LOAD_ERROR = 4
 
 
 def on_starting(server):

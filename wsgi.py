@@ -4,11 +4,7 @@ wsgi:app` (gunicorn.conf.py says why), `flask --app wsgi ...`."""
 import sys
 
 from app import create_app
-from app.config import ConfigError
-
-# Gunicorn's exit code for "the app failed to load": the master stops instead of respawning
-# workers that can never boot.
-APP_LOAD_ERROR = 4
+from app.config import APP_LOAD_ERROR, ConfigError
 
 try:
     app = create_app()

@@ -23,6 +23,11 @@ PLACEHOLDER_MARKERS = ("change", "secret", "placeholder", "example", "dev-only",
 DEVELOPMENT_SECRET_KEY = "dev-only-insecure-secret-key-do-not-use-in-production"
 
 
+# Gunicorn's exit code for "the app failed to load": the master stops instead of respawning
+# workers that can never boot.
+APP_LOAD_ERROR = 4
+
+
 class ConfigError(RuntimeError):
     """A configuration problem, phrased as one line that names the variable to fix."""
 

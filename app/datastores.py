@@ -37,6 +37,29 @@ def init_app(app: Flask) -> None:
     app.extensions["redis"] = redis_client(config) if config["REDIS_URL"] else None
 
 
+def migration_revisions() -> tuple[set[str], set[str]]:
+    """The heads of migrations/, and every revision it knows."""
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    try:
+        scripts = ScriptDirectory(str(MIGRATIONS_DIR))
+        return set(scripts.get_heads()), {script.revision for script in scripts.walk_revisions()}
+    except CommandError as error:
+        raise RuntimeError(f"cannot read migrations in {MIGRATIONS_DIR}: {error}") from error
+
+
+def schema_state(revisions: set[str], heads: set[str], known: set[str]) -> str:
+    """Where a database's alembic_version stands against this release's migrations: "head",
+    "unmigrated", "ahead" (a newer release migrated first: expand/contract allows it) or
+    "behind"."""
+    if revisions == heads:
+        return "head"
+    if not revisions:
+        return "unmigrated"
+    return "ahead" if revisions - known else "behind"
+
+
 def engine_options(config: dict) -> dict:
     return {
         # No pool_pre_ping: a round trip on every checkout. Dead connections are found for free
@@ -97,7 +120,7 @@ def autocommit_safe_requests(engine) -> None:
 
     @event.listens_for(engine, "engine_connect")
     def on_connect(connection):
-        if has_request_context() and request.method in SAFE_METHODS and not connection.in_transaction():
+        if has_request_context() and request.method in SAFE_METHODS:
             connection.connection.driver_connection.autocommit = True
 
     @event.listens_for(engine, "checkin")

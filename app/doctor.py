@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from alembic.script import ScriptDirectory
 from dotenv import dotenv_values
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
@@ -34,10 +33,10 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from .capacity import ConnectionBudget, available_cpus
-from .config import DEVELOPMENT_SECRET_KEY, PLACEHOLDER_MARKERS, ConfigError, load_config
+from .config import DEVELOPMENT_SECRET_KEY, PLACEHOLDER_MARKERS, ConfigError, _Reader, load_config
+from .datastores import migration_revisions, schema_state
 
 COMPOSE = "docker compose -f docker-compose.yml -f docker-compose.prod.yml"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # The development values in docker-compose.yml (tests/app/test_doctor.py keeps them in step).
 DEVELOPMENT_SECRETS = frozenset({
     DEVELOPMENT_SECRET_KEY,
@@ -127,14 +126,12 @@ def app_config(settings: Mapping[str, str]) -> dict:
 
 
 def secret(settings: Mapping[str, str], name: str) -> str | None:
-    """NAME, or the contents of NAME_FILE (Docker secrets), as app/config.py reads them."""
-    path = settings.get(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError:
-            return None
-    return settings.get(name) or None
+    """NAME, or the contents of NAME_FILE (Docker secrets), read by app/config.py's own reader;
+    a problem with the file is the config row's to report, so here it is just no value."""
+    try:
+        return _Reader(settings).secret(name)
+    except ConfigError:
+        return None
 
 
 def check_secrets(target: Target) -> Row:
@@ -261,9 +258,7 @@ def check_migrations(target: Target) -> Row:
     if not _has_database(target.settings):
         return Row("migrations", "skip", "DATABASE_URL is not set (see the secrets row)")
     upgrade = f"run `{COMPOSE} run --rm migrate` (flask --app wsgi db upgrade)"
-    scripts = ScriptDirectory(str(MIGRATIONS_DIR))
-    heads = set(scripts.get_heads())
-    known = {script.revision for script in scripts.walk_revisions()}
+    heads, known = migration_revisions()
     try:
         with _database(target) as connection:
             try:
@@ -274,11 +269,12 @@ def check_migrations(target: Target) -> Row:
         return Row("migrations", "fail", f"cannot read the database: {_reason(error)}: check DATABASE_URL "
                                          "and that db is up")
     at, head = ", ".join(sorted(revisions)) or "nothing", ", ".join(sorted(heads))
-    if revisions == heads:
+    state = schema_state(revisions, heads, known)
+    if state == "head":
         return Row("migrations", "pass", f"at head {head}")
-    if not revisions:
+    if state == "unmigrated":
         return Row("migrations", "fail", f"the database was never migrated (head is {head}): {upgrade}")
-    if revisions - known:
+    if state == "ahead":
         return Row("migrations", "warn", f"the database is at {at}, newer than this image's head {head}: "
                                          "expected after a rollback; otherwise deploy the release that has it")
     return Row("migrations", "fail", f"the database is at {at}, behind head {head}: {upgrade}")

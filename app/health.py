@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
-import psycopg2
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from flask import Blueprint, Flask, current_app, jsonify
 from gevent import Timeout
 from sqlalchemy.exc import ProgrammingError
 
 from . import pgwait
-from .datastores import MIGRATIONS_DIR
+from .datastores import migration_revisions, schema_state
 from .extensions import db
 
 HEALTH_JSON = "application/health+json"
@@ -125,9 +120,9 @@ class Readiness:
 
     @staticmethod
     def _read_revisions() -> set[str]:
-        """Reachability and schema in one connection and one round trip (the pool's checkout
-        costs none, app/datastores.py)."""
-        with db.engine.connect() as connection, _autocommit(connection):
+        """Reachability and schema in one connection and one round trip: the pool's checkout
+        costs none, and a GET runs in autocommit, so no BEGIN or ROLLBACK (app/datastores.py)."""
+        with db.engine.connect() as connection:
             try:
                 return set(connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
             except ProgrammingError:  # no alembic_version table: never migrated
@@ -136,14 +131,13 @@ class Readiness:
     def _schema_verdict(self, database_check: dict, revisions: set[str]) -> dict:
         if database_check["status"] != "pass":
             return {"status": "fail", "output": "not checked: the database is unavailable"}
-        if revisions == self.migration_heads:
-            return {"status": "pass"}
-        if not revisions:
-            return {"status": "fail", "output": "no schema: run `flask --app wsgi db upgrade`"}
-        if revisions - self.known_revisions:
+        return {
+            "head": {"status": "pass"},
+            "unmigrated": {"status": "fail", "output": "no schema: run `flask --app wsgi db upgrade`"},
             # a newer release migrated first: this code may still run against the expanded schema
-            return {"status": "warn", "output": "database is ahead of this release's migrations"}
-        return {"status": "fail", "output": "database schema is behind: run `flask --app wsgi db upgrade`"}
+            "ahead": {"status": "warn", "output": "database is ahead of this release's migrations"},
+            "behind": {"status": "fail", "output": "database schema is behind: run `flask --app wsgi db upgrade`"},
+        }[schema_state(revisions, self.migration_heads, self.known_revisions)]
 
     def _ping_redis(self):
         client = self.app.extensions["redis"]
@@ -156,29 +150,6 @@ class ProbeTimeout(Exception):
     pass
 
 
-@contextmanager
-def _autocommit(connection) -> Iterator[None]:
-    """psycopg2 in autocommit mode sends no BEGIN before a query and no ROLLBACK after it.
-    Switched on the driver's connection, not with SQLAlchemy's isolation_level option, whose
-    reset would cost a `SET default_transaction_isolation` round trip at every return."""
-    driver = connection.connection.driver_connection
-    if not isinstance(driver, psycopg2.extensions.connection):
-        yield
-        return
-    driver.autocommit = True
-    try:
-        yield
-    finally:
-        if not driver.closed:
-            driver.autocommit = False
-
-
 def init_app(app: Flask) -> None:
-    try:
-        scripts = ScriptDirectory(str(MIGRATIONS_DIR))
-        heads = set(scripts.get_heads())
-        known = {script.revision for script in scripts.walk_revisions()}
-    except CommandError as error:
-        raise RuntimeError(f"cannot read migrations in {MIGRATIONS_DIR}: {error}") from error
-    app.extensions["readiness"] = Readiness(app, heads, known)
+    app.extensions["readiness"] = Readiness(app, *migration_revisions())
     app.register_blueprint(bp)

@@ -25,6 +25,7 @@ from flask_migrate import upgrade
 
 from app import create_app, doctor
 from app.cli import doctor_command
+from app.datastores import MIGRATIONS_DIR
 from app.extensions import db
 from harness import REPO, VENV_BIN
 from harness.nginx import NginxServer
@@ -120,7 +121,7 @@ class Sites:
 
     @cached_property
     def database_one_migration_behind(self) -> str:
-        scripts = ScriptDirectory(str(doctor.MIGRATIONS_DIR))
+        scripts = ScriptDirectory(str(MIGRATIONS_DIR))
         (head,) = scripts.get_heads()
         previous = scripts.get_revision(head).down_revision
         url = self.stack.postgres.create_database("kit_behind")
