@@ -270,6 +270,11 @@ def logout_race(stack: NativeStack, users: Users) -> DrillResult:
 # --- 7: a login flood --------------------------------------------------------------------------
 
 
+# /health's p99 during the flood: ample for a loaded 2-core machine, far under what hashing on
+# the event loop causes.
+HEALTH_P99_BOUND = 0.5
+
+
 def login_flood(stack: NativeStack, users: Users, seconds: float = 10) -> DrillResult:
     """Attackers on three addresses guess passwords (one account, then many) just under nginx's
     rate limit, while a load balancer polls /health. They must get 429s, /health must stay fast."""
@@ -308,8 +313,11 @@ def login_flood(stack: NativeStack, users: Users, seconds: float = 10) -> DrillR
         result.violations.append("the attackers never got a 429")
     if set(summary["by_status"]) - {"401", "429"}:
         result.violations.append(f"guesses got other answers: {summary['by_status']}")
-    if health_summary["failed"] or health_summary["p99"] > 0.050:
-        result.violations.append(f"/health p99 {health_summary['p99'] * 1000:.1f} ms (over 50 ms) or failures")
+    # A bound, not a timing: off the event loop /health stays at a few ms (p99 6-15 ms here, 88 ms
+    # once on a machine busy with another suite); with the hashes on the loop its p99 was 2.9-3.4 s.
+    if health_summary["failed"] or health_summary["p99"] > HEALTH_P99_BOUND:
+        result.violations.append(f"/health p99 {health_summary['p99'] * 1000:.1f} ms "
+                                 f"(over {HEALTH_P99_BOUND * 1000:g} ms) or failures")
     return result
 
 
