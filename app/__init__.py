@@ -23,8 +23,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     sessions.init_app(app)
     passwords.init_app(app)
     login_limits.init_app(app)
+    health.init_app(app)  # before middleware: its liveness answer sits inside the request id
     middleware.init_app(app)
-    health.init_app(app)
     api.init_app(app)
     errors.init_app(app)
     cli.init_app(app)

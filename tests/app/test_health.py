@@ -3,8 +3,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import event, text
 
+from werkzeug.test import Client
+
 from app import create_app
 from app.extensions import db
+from app.health import LivenessAnswer
 from harness.process import free_port
 
 
@@ -23,6 +26,29 @@ def test_liveness_does_no_io(postgres_server):
     assert response.status_code == 200
     assert response.json == {"status": "pass"}
     assert response.mimetype == "application/health+json"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_liveness_answer_is_the_views(app, method):
+    """GET and HEAD /health are answered before Flask; what they send must be what the view
+    sends, header for header and byte for byte."""
+    layer = app.wsgi_app
+    while not isinstance(layer, LivenessAnswer):
+        layer = layer.wsgi_app
+    early = Client(layer).open("/health", method=method, headers={"Cookie": "session=" + "a" * 43})
+    flask = Client(layer.wsgi_app).open("/health", method=method, headers={"Cookie": "session=" + "a" * 43})
+
+    assert early.status == flask.status == "200 OK"
+    assert sorted(early.headers.items()) == sorted(flask.headers.items())
+    assert early.get_data() == flask.get_data()
+
+
+def test_liveness_by_other_methods_is_flasks_405(client):
+    response = client.post("/health")
+
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert response.json["error"]["code"]
 
 
 def test_ready_when_every_dependency_is(client):
