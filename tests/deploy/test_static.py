@@ -30,8 +30,8 @@ PROD_REQUIRED = {
 # Variables the Compose files read; cleared so the developer's shell cannot leak in.
 COMPOSE_VARIABLES = {*PROD_REQUIRED, "WEB_IMAGE", "BASE_IMAGE", "WHEELHOUSE", "GIT_SHA", "POSTGRES_IMAGE",
                      "REDIS_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "HTTP_PORT", "HTTPS_PORT", "LOG_LEVEL",
-                     "NGINX_SERVER_NAME", "SENTRY_DSN", "WEB_REPLICAS", "NGINX_API_RATE", "NGINX_CONN_LIMIT",
-                     "SECRETS_DIR", "APP_ENV_FILE", "WEB_CONCURRENCY", "WEB_CPUS", "REDIS_MAXMEMORY",
+                     "NGINX_SERVER_NAME", "SENTRY_DSN", "WEB_REPLICAS", "NGINX_API_RATE", "NGINX_API_BURST",
+                     "NGINX_CONN_LIMIT", "SECRETS_DIR", "APP_ENV_FILE", "WEB_CONCURRENCY", "WEB_CPUS", "REDIS_MAXMEMORY",
                      "RESTIC_REPOSITORY", "RESTIC_PASSWORD", "BACKUP_INTERVAL_SECONDS"}
 # The secrets a deploy gives as plain variables or, with docker-compose.secrets.yml, as files.
 SECRET_VARIABLES = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")

@@ -168,7 +168,7 @@ def server(docker_engine, base_images, web_image, tmp_path_factory) -> Iterator[
         "POSTGRES_PASSWORD": uuid.uuid4().hex, "REDIS_PASSWORD": uuid.uuid4().hex, "WEB_REPLICAS": "2",
         "HTTP_PORT": http_port, "HTTPS_PORT": https_port,
         # all test traffic reaches nginx from one address (docker-proxy's): lift the per-address limits
-        "NGINX_API_RATE": "100000r/s", "NGINX_CONN_LIMIT": "10000",
+        "NGINX_API_RATE": "100000r/s", "NGINX_API_BURST": "100000", "NGINX_CONN_LIMIT": "10000",
         "POSTGRES_IMAGE": base_images["POSTGRES_IMAGE"], "REDIS_IMAGE": base_images["REDIS_IMAGE"],
     }.items()))
     project = f"fk-releases-{os.getpid()}"

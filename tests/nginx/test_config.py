@@ -28,6 +28,7 @@ from harness.process import find_binary
 CONTAINER_ENV = {
     "NGINX_SERVER_NAME": "localhost",
     "NGINX_API_RATE": "10r/s",
+    "NGINX_API_BURST": "20",
     "NGINX_CONN_LIMIT": "64",
     "NGINX_HTTP_PORT": "80",
     "NGINX_HTTPS_PORT": "443",
