@@ -116,11 +116,13 @@ class JsonLogger(Logger):
         if not self.access_log_enabled:
             return
         path = environ.get("PATH_INFO", "")
+        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        if not self.access_log.isEnabledFor(level):
+            return  # a poll at INFO: nothing to build
         status = int(str(resp.status).split(None, 1)[0])
         headers = {name.lower(): value for name, value in resp.headers}
         self.access_log.log(
-            logging.DEBUG if path in QUIET_PATHS else logging.INFO,
-            "%s %s %s", environ.get("REQUEST_METHOD"), path, status,
+            level, "%s %s %s", environ.get("REQUEST_METHOD"), path, status,
             extra={
                 "request_id": headers.get("x-request-id"),
                 "method": environ.get("REQUEST_METHOD"),
