@@ -2,14 +2,18 @@
 
 Both run the same app behind the same nginx (this repo's configuration, its per-address
 limits lifted for the load), on the same Postgres and Redis; only the Gunicorn configuration
-differs (bench/seed_gunicorn.conf.py, gunicorn.conf.py with its defaults). For each, in turn:
-cold start, /health, an authenticated read and write at 64 connections (wrk), a fixed offered
-rate and a sweep of rates (hey, every latency kept), the read again with each round trip to
-Postgres delayed (a latency-injecting proxy), and /health with workers recycled every 1000
-requests, as the seed recycles them. The app's CPU comes from /proc (the master,
-its workers, and the workers it reaped), so it is per request, whatever the worker model.
+differs (bench/seed_gunicorn.conf.py, gunicorn.conf.py with its defaults). Measured: cold start,
+/health, an authenticated read and write at 64 connections (wrk), a fixed offered rate and a
+sweep of rates (hey, every latency kept), the read again with each round trip to Postgres
+delayed (a latency-injecting proxy), and /health with workers recycled every 1000 requests, as
+the seed recycles them. The app's CPU comes from /proc (the master, its workers, and the
+workers it reaped), so it is per request, whatever the worker model.
 
-Usage: .venv/bin/python -m bench [--seconds 10] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
+Both configurations run side by side, and every workload runs on one and then the other,
+`--rounds` times, the order swapped each round: a machine that slows down for a minute slows
+both, not whichever ran then. Each figure is the median of its trials; errors are summed.
+
+Usage: .venv/bin/python -m bench [--seconds 10] [--rounds 3] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
 Writes bench/results/<UTC time>.json and prints the table; `make bench-report` turns the
 newest result into docs/benchmarks.md.
 """
@@ -23,10 +27,14 @@ import json
 import os
 import re
 import secrets
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from harness import REPO
@@ -144,6 +152,15 @@ class Site:
     def url(self) -> str:
         return f"https://localhost:{self.nginx.https_port}"
 
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Cookie": self.cookie}
+
+    @property
+    def by_address(self) -> str:
+        """The read's URL for hey, which takes the name separately (-host)."""
+        return f"https://127.0.0.1:{self.nginx.https_port}/api/notes"
+
     def sign_in(self) -> None:
         client = Client(self.nginx.https_port, tls_context(self.nginx.cafile))
         credentials = {"email": f"bench-{secrets.token_hex(4)}@example.com", "password": PASSWORD}
@@ -172,40 +189,96 @@ class Site:
         self.gunicorn.close()
 
 
-def measure(name: str, app_env: dict[str, str], slow_env: dict[str, str], options) -> dict:
-    seconds = options.seconds
-    site = Site(name, app_env)
+def median_of(trials: list[dict]) -> dict:
+    """Each figure's median over the trials; errors and requests summed, requests/s's range kept."""
+    figures = {key: round(statistics.median(trial[key] for trial in trials), 3)
+               for key, value in trials[0].items() if isinstance(value, (int, float))}
+    for total in ("errors", "requests", "worker_restarts"):
+        if total in figures:
+            figures[total] = sum(trial[total] for trial in trials)
+    figures["rps_min"] = min(trial["rps"] for trial in trials)
+    figures["rps_max"] = max(trial["rps"] for trial in trials)
+    figures["trials"] = len(trials)
+    return figures
+
+
+def alternated(sites: dict[str, Site], workloads: dict, rounds: int) -> dict[str, dict]:
+    """Every workload on every site in turn, `rounds` times, the order swapped each round."""
+    trials: dict[str, dict[str, list]] = {name: {workload: [] for workload in workloads} for name in sites}
+    for number in range(rounds):
+        order = list(sites) if number % 2 == 0 else list(reversed(sites))
+        for workload, run in workloads.items():
+            for name in order:
+                site = sites[name]
+                trials[name][workload].append(site.measured(partial(run, site)))
+    return {name: {workload: median_of(runs) for workload, runs in by_workload.items()}
+            for name, by_workload in trials.items()}
+
+
+@contextmanager
+def running(env: dict[str, str]) -> Iterator[dict[str, Site]]:
+    """One site per configuration, both running at once; both closed at the end."""
+    sites: dict[str, Site] = {}
     try:
-        result = {"cold_start_s": site.start()}
-        site.sign_in()
-        auth = {"Cookie": site.cookie}
-        write = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
-                 'wrk.headers["Content-Type"] = "application/json"\n')
-        result["health_c64"] = site.measured(lambda: wrk(f"{site.url}/health", seconds, 64, {}))
-        result["read_c64"] = site.measured(lambda: wrk(f"{site.url}/api/notes", seconds, 64, auth))
-        by_address = f"https://127.0.0.1:{site.nginx.https_port}/api/notes"
-        result["read_fixed_rate"] = site.measured(lambda: hey_at_rate(by_address, options.rate, seconds, auth))
-        result["read_sweep"] = [hey_at_rate(by_address, rate, options.sweep_seconds, auth) for rate in options.sweep]
-        # last: the notes it adds would make the reads above read a longer list
-        result["write_c64"] = site.measured(lambda: wrk(f"{site.url}/api/notes", seconds, 64, auth, write))
+        for name in CONFIGS:
+            sites[name] = Site(name, env)
+            sites[name].start()
+        yield sites
     finally:
-        site.close()
-    slow = Site(name, slow_env)
-    try:
-        slow.start()
-        # the same user and session (the same database and Redis), without slow sign-up round trips
-        result["read_slow_db_c100"] = slow.measured(lambda: wrk(f"{slow.url}/api/notes", seconds, 100, auth))
-    finally:
-        slow.close()
+        for site in sites.values():
+            site.close()
+
+
+def cold_starts(app_env: dict[str, str], rounds: int) -> dict[str, float]:
+    """Gunicorn's launch to the first 200 through nginx: the median of `rounds` fresh starts each."""
+    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    for number in range(rounds):
+        for name in (list(CONFIGS) if number % 2 == 0 else list(reversed(CONFIGS))):
+            site = Site(name, app_env)
+            try:
+                times[name].append(site.start())
+            finally:
+                site.close()
+    return {name: round(statistics.median(values), 2) for name, values in times.items()}
+
+
+def measure(app_env: dict[str, str], slow_env: dict[str, str], options) -> dict[str, dict]:
+    seconds, rounds = options.seconds, options.rounds
+    results: dict[str, dict] = {name: {} for name in CONFIGS}
+    for name, cold in cold_starts(app_env, rounds).items():
+        results[name]["cold_start_s"] = cold
+    write = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
+             'wrk.headers["Content-Type"] = "application/json"\n')
+    with running(app_env) as sites:
+        for site in sites.values():
+            site.sign_in()
+        workloads = {
+            "health_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {}),
+            "read_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth),
+            "read_fixed_rate": lambda site: hey_at_rate(site.by_address, options.rate, seconds, site.auth),
+            # the reads read one page (20 notes) however many notes the writes add
+            "write_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, write),
+        }
+        for name, figures in alternated(sites, workloads, rounds).items():
+            results[name].update(figures)
+        for name, site in sites.items():  # the latency plot's points, once each
+            results[name]["read_sweep"] = [hey_at_rate(site.by_address, rate, options.sweep_seconds,
+                                                       site.auth) for rate in options.sweep]
+        cookies = {name: site.cookie for name, site in sites.items()}
+    with running(slow_env) as sites:
+        # the same users and sessions (the same database and Redis), without slow sign-up round trips
+        for name, site in sites.items():
+            site.cookie = cookies[name]
+        workloads = {"read_slow_db_c100": lambda site: wrk(f"{site.url}/api/notes", seconds, 100, site.auth)}
+        for name, figures in alternated(sites, workloads, rounds).items():
+            results[name].update(figures)
     # Worker recycling as the seed configures it (every 1000 requests), for both: what a
     # recycled worker costs each setup (a fork from a preloaded master, or a fresh import).
-    recycling = Site(name, {**app_env, "GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "50"})
-    try:
-        recycling.start()
-        result["health_recycling_c64"] = recycling.measured(lambda: wrk(f"{recycling.url}/health", seconds, 64, {}))
-    finally:
-        recycling.close()
-    return result
+    with running({**app_env, "GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "50"}) as sites:
+        workloads = {"health_recycling_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {})}
+        for name, figures in alternated(sites, workloads, rounds).items():
+            results[name].update(figures)
+    return results
 
 
 def ratios(seed: dict, ours: dict) -> dict:
@@ -233,6 +306,7 @@ def versions() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10, help="each workload's duration")
+    parser.add_argument("--rounds", type=int, default=3, help="trials of each workload per configuration")
     # 150/s: about 60 % of what either setup can serve here (~250-300 authenticated reads/s on
     # 2 cores), so latency, not saturation, is compared; a faster machine wants a higher rate
     parser.add_argument("--rate", type=int, default=150, help="the fixed offered rate, requests/s")
@@ -258,19 +332,18 @@ def main() -> None:
                    # the harness's nginx does the limiting in production; the bench measures throughput
                    "LOGIN_FAILURES_PER_ADDRESS": "1000000"}
         slow_env = {**app_env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/bench"}
-        results = {}
-        for name in CONFIGS:
-            print(f"bench: {name} ...", flush=True)
-            results[name] = measure(name, app_env, slow_env, options)
+        print(f"bench: seed and ours, {options.rounds} rounds ...", flush=True)
+        results = measure(app_env, slow_env, options)
     finally:
         if proxy:
             proxy.close()
         redis.stop()
         postgres.close()
 
-    document = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": {
-        "seconds": options.seconds, "rate": options.rate, "sweep": options.sweep, "delay": options.delay},
-        "versions": versions(), "results": results, "ratios": ratios(results["seed"], results["ours"])}
+    settings = {"seconds": options.seconds, "rounds": options.rounds, "rate": options.rate,
+                "sweep": options.sweep, "delay": options.delay}
+    document = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": settings,
+                "versions": versions(), "results": results, "ratios": ratios(results["seed"], results["ours"])}
     output = options.output or RESULTS / f"{document['time'].replace(':', '')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2) + "\n")

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 def test_the_suite_measures_both_configurations_and_reports(tmp_path):
     results = tmp_path / "results.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "--seconds", "1", "--rate", "40", "--sweep", "20,40",
+    run = subprocess.run([sys.executable, "-m", "bench", "--seconds", "1", "--rounds", "2", "--rate", "40",
+                          "--sweep", "20,40",
                           "--sweep-seconds", "1", "--output", str(results)],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
@@ -26,6 +27,8 @@ def test_the_suite_measures_both_configurations_and_reports(tmp_path):
         for _, workload, figure, _ in ROWS:
             assert isinstance(figures[workload][figure], (int, float)), (name, workload, figure)
         assert [point["offered"] for point in figures["read_sweep"]] == [20, 40]
+        read = figures["read_c64"]  # two trials, alternated: a median between their extremes
+        assert read["trials"] == 2 and read["rps_min"] <= read["rps"] <= read["rps_max"]
         assert figures["cold_start_s"] > 0
     assert "read_c64.rps" in document["ratios"]
     assert "| authenticated read, c=64: requests/s |" in run.stdout
