@@ -73,7 +73,8 @@ def peak_worker_rss_mb(master: int) -> float:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
-        peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024)
+        if peak := re.search(r"VmHWM:\s+(\d+) kB", status):  # none once a recycled worker is a zombie
+            peaks.append(int(peak.group(1)) / 1024)
     return round(max(peaks, default=0), 1)
 
 
