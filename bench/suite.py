@@ -204,6 +204,12 @@ def median_of(trials: list[dict]) -> dict:
     return figures
 
 
+def in_turn(number: int) -> list[str]:
+    """The configurations in round `number`'s order: swapped every round, so neither always goes
+    first."""
+    return list(CONFIGS) if number % 2 == 0 else list(reversed(CONFIGS))
+
+
 def alternated(sites: dict[str, Site], workloads: dict, rounds: int) -> dict[str, dict]:
     """Each workload, in order, on every site in turn, `rounds` times, the order swapped each
     round. Workload by workload: the writes come last, so no read runs on the thousands of rows
@@ -213,8 +219,7 @@ def alternated(sites: dict[str, Site], workloads: dict, rounds: int) -> dict[str
     trials: dict[str, dict[str, list]] = {name: {workload: [] for workload in workloads} for name in sites}
     for workload, run in workloads.items():
         for number in range(rounds):
-            order = list(sites) if number % 2 == 0 else list(reversed(sites))
-            for name in order:
+            for name in in_turn(number):
                 site = sites[name]
                 trials[name][workload].append(site.measured(partial(run, site)))
     return {name: {workload: median_of(runs) for workload, runs in by_workload.items()}
@@ -239,7 +244,7 @@ def cold_starts(app_env: dict[str, str], rounds: int) -> dict[str, float]:
     """Gunicorn's launch to the first 200 through nginx: the median of `rounds` fresh starts each."""
     times: dict[str, list[float]] = {name: [] for name in CONFIGS}
     for number in range(rounds):
-        for name in (list(CONFIGS) if number % 2 == 0 else list(reversed(CONFIGS))):
+        for name in in_turn(number):
             site = Site(name, app_env)
             try:
                 times[name].append(site.start())
@@ -295,7 +300,7 @@ def ratios(seed: dict, ours: dict) -> dict:
         if isinstance(figures, dict) and isinstance(seed.get(workload), dict):
             for key, value in figures.items():
                 base = seed[workload].get(key)
-                if isinstance(value, (int, float)) and base:
+                if isinstance(value, (int, float)) and base and key != "trials":
                     table[f"{workload}.{key}"] = round(value / base, 2)
     table["cold_start_s"] = round(ours["cold_start_s"] / seed["cold_start_s"], 2)
     return table

@@ -27,7 +27,7 @@ CERT_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "40-dev-certificate.sh"
 UPSTREAM_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "30-upstream.sh"
 # What `load_test` sets instead of the shipped per-address limits (10r/s, burst 20, 64). The
 # burst too: nginx counts in milliseconds, and a load generator's clients firing on the same
-# tick otherwise get 429s at any rate (hey at 300/s got 5-8 %).
+# tick otherwise get 429s at any rate (hey at 300/s got 6-8 %).
 LOAD_TEST_LIMITS = {"NGINX_API_RATE": "1000000r/s", "NGINX_API_BURST": "100000", "NGINX_CONN_LIMIT": "65535"}
 SYSTEM_MIME_TYPES = Path("/etc/nginx/mime.types")
 _VARIABLE = re.compile(r"\$(?:\{(NGINX_\w+)\}|(NGINX_\w+))")

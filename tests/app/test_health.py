@@ -2,7 +2,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import event, text
-
 from werkzeug.test import Client
 
 from app import create_app

@@ -126,8 +126,13 @@ def test_refuse_closes_the_port_until_pass_through_listens_again(proxy):
 
 
 def test_a_refused_upstream_resets_the_client():
-    with FaultProxy(free_port()) as proxy, connect(proxy.port) as sock:
-        assert_reset(sock)
+    with FaultProxy(free_port()) as proxy:
+        try:
+            with connect(proxy.port) as sock:
+                assert_reset(sock)
+        except ConnectionResetError:
+            pass  # on a busy machine the reset can land before connect() returns (a CI run did)
+        assert proxy.connections_accepted == 1  # reset by the proxy: a closed port would refuse
         wait_for(lambda: proxy.active_connections == 0, 5, "the failed connection to end")
 
 
