@@ -55,8 +55,9 @@ def table(document: dict) -> str:
         if value is None:
             return "-"
         text = f"{value:,}{' ' + unit if unit else ''}"
-        if figure == "rps" and figures.get("trials", 1) > 1:  # the median; the trials' range after it
-            text += f" ({figures['rps_min']:,}-{figures['rps_max']:,})"
+        trials = figures.get("rps_trials", [])
+        if figure == "rps" and len(trials) > 1:  # the median; the trials' range after it
+            text += f" ({min(trials):,}-{max(trials):,})"
         return text
 
     for label, workload, figure, unit in ROWS:

@@ -191,16 +191,14 @@ class Site:
 
 
 def median_of(trials: list[dict]) -> dict:
-    """Each figure's median over the trials; errors and requests summed, requests/s's range kept."""
+    """Each figure's median over the trials; errors and requests summed, every trial's requests/s
+    kept."""
     figures = {key: round(statistics.median(trial[key] for trial in trials), 3)
                for key, value in trials[0].items() if isinstance(value, (int, float))}
     for total in ("errors", "requests", "worker_restarts"):
         if total in figures:
             figures[total] = sum(trial[total] for trial in trials)
-    figures["rps_min"] = min(trial["rps"] for trial in trials)
-    figures["rps_max"] = max(trial["rps"] for trial in trials)
     figures["rps_trials"] = [trial["rps"] for trial in trials]
-    figures["trials"] = len(trials)
     return figures
 
 
@@ -300,7 +298,7 @@ def ratios(seed: dict, ours: dict) -> dict:
         if isinstance(figures, dict) and isinstance(seed.get(workload), dict):
             for key, value in figures.items():
                 base = seed[workload].get(key)
-                if isinstance(value, (int, float)) and base and key != "trials":
+                if isinstance(value, (int, float)) and base:
                     table[f"{workload}.{key}"] = round(value / base, 2)
     table["cold_start_s"] = round(ours["cold_start_s"] / seed["cold_start_s"], 2)
     return table
