@@ -1,3 +1,4 @@
+import marshmallow
 import pytest
 
 from app.extensions import db
@@ -46,6 +47,21 @@ def test_a_full_last_page_has_no_more(logged_in):
         create(logged_in, title=f"note {index}")
 
     assert logged_in.get("/api/notes?per_page=2&page=2").json["has_more"] is False
+
+
+def test_requests_build_no_argument_schema(logged_in, monkeypatch):
+    """The blueprint hands webargs schema instances, built at import; a class would be built
+    again on every request (app/api/parsing.py)."""
+    built = []
+    original = marshmallow.Schema.__init__
+    monkeypatch.setattr(marshmallow.Schema, "__init__",
+                        lambda self, *args, **kwargs: built.append(type(self)) or original(self, *args, **kwargs))
+
+    assert logged_in.get("/api/notes?per_page=2").status_code == 200
+    assert logged_in.get("/api/notes?per_page=abc").status_code == 422
+    assert logged_in.post("/api/notes", json={"title": "t", "body": "b"}).status_code == 201
+
+    assert built == []
 
 
 @pytest.mark.parametrize("query", ["page=0", "per_page=101", "per_page=abc"])
