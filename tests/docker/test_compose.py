@@ -101,7 +101,28 @@ def test_web_runs_gunicorn_as_pid_1_under_uid_10001(stack, web_image):
 
 def test_image_holds_no_tests_env_files_or_wheelhouse(stack):
     listing = stack.compose("exec", "-T", "web", "ls", "-A", "/app").stdout.split()
-    assert sorted(listing) == ["app", "gunicorn.conf.py", "migrations", "wsgi.py"]
+    assert sorted(listing) == ["__pycache__", "app", "gunicorn.conf.py", "migrations", "wsgi.py"]  # wsgi.py's bytecode
+
+
+# What the server's master imports (gevent's launcher, Gunicorn and its gevent worker, the app),
+# then every imported source file without its bytecode beside it, after a count of the sources.
+UNCOMPILED_AT_BOOT = """
+import importlib.util, os, sys
+from gevent import monkey; monkey.patch_all()
+import gunicorn.app.wsgiapp, gunicorn.workers.ggevent, wsgi
+sources = {m.__file__ for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").endswith(".py")}
+print(len(sources))
+print("\\n".join(sorted(s for s in sources if not os.path.exists(importlib.util.cache_from_source(s)))))
+"""
+
+
+def test_every_module_the_server_imports_is_compiled_in_the_image(stack):
+    """The container cannot write bytecode (read-only, PYTHONDONTWRITEBYTECODE), and the base
+    image ships the standard library without it; anything left uncompiled is compiled again on
+    every start."""
+    count, *uncompiled = stack.compose("exec", "-T", "web", "python", "-c", UNCOMPILED_AT_BOOT).stdout.splitlines()
+    assert int(count) > 300  # the stdlib, the venv and the app: the check saw the real import graph
+    assert [path for path in uncompiled if path] == []
 
 
 def test_image_healthcheck_fails_on_a_non_2xx_health(stack, web_image):
