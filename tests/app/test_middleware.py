@@ -1,4 +1,9 @@
+import socket
+
 import pytest
+from flask import Response
+from werkzeug.test import EnvironBuilder
+from werkzeug.wsgi import FileWrapper
 
 from app import create_app
 
@@ -50,3 +55,53 @@ def test_one_hop_trusts_only_the_last_forwarded_address(whoami_app):
     }).json
 
     assert seen == {"remote_addr": "203.0.113.7", "scheme": "https", "host": "example.com"}
+
+
+class RecordingSocket:
+    """Gunicorn's client socket, as far as the middleware touches it: its TCP_CORK settings."""
+
+    def __init__(self, events: list):
+        self.events = events
+
+    def setsockopt(self, level, option, value):
+        assert (level, option) == (socket.IPPROTO_TCP, socket.TCP_CORK)
+        self.events.append("cork" if value else "release")
+
+
+def serve_as_gunicorn(app, path: str) -> list:
+    """Run one request the way Gunicorn does: the app with its socket in the environ, every
+    chunk written, then the body closed. Returns what happened, in order."""
+    events: list = []
+    environ = EnvironBuilder(path=path).get_environ()
+    environ.update({"gunicorn.socket": RecordingSocket(events), "wsgi.file_wrapper": FileWrapper})
+    body = app(environ, lambda status, headers, exc_info=None: events.append("headers"))
+    for _chunk in body:
+        events.append("chunk")
+    if hasattr(body, "close"):
+        body.close()
+    return events
+
+
+def test_a_sized_response_is_held_until_its_last_chunk_is_written(app):
+    assert serve_as_gunicorn(app, "/health") == ["headers", "cork", "chunk", "release"]  # the liveness answer
+    assert serve_as_gunicorn(app, "/api/nope") == ["headers", "cork", "chunk", "release"]  # Flask's
+
+
+def test_a_streamed_response_or_a_file_is_never_held(app):
+    @app.get("/_test/stream")
+    def stream():
+        return Response(iter([b"one", b"two"]), mimetype="text/plain")
+
+    assert serve_as_gunicorn(app, "/_test/stream") == ["headers", "chunk", "chunk"]
+    assert "cork" not in serve_as_gunicorn(app, "/static/robots.txt")  # Gunicorn's sendfile
+
+
+def test_the_cork_is_released_when_the_client_goes_mid_body(app):
+    events: list = []
+    environ = EnvironBuilder(path="/health").get_environ()
+    environ.update({"gunicorn.socket": RecordingSocket(events), "wsgi.file_wrapper": FileWrapper})
+    body = app(environ, lambda status, headers, exc_info=None: None)
+    next(iter(body))
+    body.close()  # Gunicorn closes the body when a send fails
+
+    assert events == ["cork", "release"]
