@@ -117,8 +117,9 @@ per-address limits lifted for the load) on the same Postgres and Redis, on this 
 side in one run: each workload ran on one and then the other, {rounds}, the order swapped
 each round, so a slow minute of the machine lands on both. Each figure is the median of its
 trials (requests/s gives the trials' range in brackets); errors are summed. Each trial
-ran {options['seconds']:g} s: wrk at 64 connections; hey
-at a fixed {options['rate']} requests/s offered (every latency kept, so p99.9 is real); the read
+ran {options['seconds']:g} s: wrk at 64 connections; hey at a fixed {options['rate']} requests/s
+offered, spread evenly (one hey per 10 requests/s, started in turn, since one hey's workers fire
+together), every latency kept, so p99.9 is real; the read
 again with {options['delay'] * 1000:g} ms added to every Postgres round trip by a proxy. App CPU is
 read from /proc (master, workers, and the workers it reaped), so it is per request whatever the
 worker model. The figures vary from run to run by 10-20 %: compare within one run.

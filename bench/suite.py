@@ -41,7 +41,7 @@ from harness import REPO
 from harness.faults import FaultProxy
 from harness.https import SERVER_NAME, Client, tls_context
 from harness.nginx import NginxServer
-from harness.process import child_pids, find_binary
+from harness.process import child_pids, find_binary, stop_process
 from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 from harness.wait import wait_for
 
@@ -103,15 +103,28 @@ def wrk(url: str, seconds: float, connections: int, headers: dict[str, str], scr
 
 
 def hey_at_rate(url: str, rate: int, seconds: float, headers: dict[str, str]) -> dict:
-    """A fixed offered rate (hey: `workers` each at `rate / workers` per second), every latency kept."""
+    """A fixed offered rate, spread evenly, every latency kept. hey's workers tick in step: one hey
+    with 15 workers at 10/s sends 15 requests at once every 100 ms, which measures bursts (p50
+    27.7 ms at 150/s, against 7.6 ms from 3 such workers). So each worker is a hey of its own at
+    10/s, started 1/rate s after the one before: the requests arrive one every 1/rate s."""
     workers = max(1, rate // 10)
     # hey sends its -host as both Host and TLS server name (SNI); nginx wants both to be the name
-    command = [find_binary("hey"), "-z", f"{seconds:g}s", "-c", str(workers), "-q", str(rate / workers),
+    command = [find_binary("hey"), "-z", f"{seconds:g}s", "-c", "1", "-q", str(rate / workers),
                "-t", "10", "-o", "csv", "-host", SERVER_NAME]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    output = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60).stdout
-    rows = list(csv.DictReader(io.StringIO(output)))
+    clients: list[subprocess.Popen] = []
+    started = time.monotonic()
+    try:
+        for number in range(workers):
+            time.sleep(max(0.0, started + number / rate - time.monotonic()))  # paces the starts
+            clients.append(subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                            text=True))
+        outputs = [client.communicate(timeout=seconds + 60)[0] for client in clients]
+    finally:
+        for client in clients:
+            stop_process(client)
+    rows = [row for output in outputs for row in csv.DictReader(io.StringIO(output))]
     latencies = sorted(float(row["response-time"]) * 1000 for row in rows)
 
     def percentile(p: float) -> float:
