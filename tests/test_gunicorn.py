@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -95,30 +95,23 @@ def data_segments_received(client: socket.socket) -> int:
     return struct.unpack_from("I", client.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 152)[0]
 
 
-def read_response(client: socket.socket) -> bytes:
-    """One HTTP/1.1 response with a Content-Length, read whole from a kept-alive connection."""
-    data = b""
-    while True:
-        head, blank_line, body = data.partition(b"\r\n\r\n")
-        if blank_line and len(body) >= int(re.search(rb"(?i)content-length: (\d+)", head).group(1)):
-            return data
-        chunk = client.recv(65536)
-        assert chunk, f"the connection closed mid-response: {data!r}"
-        data += chunk
-
-
 def test_each_response_leaves_gunicorn_in_one_segment(start_gunicorn, app_env):
     """Headers and body together (app/middleware.py OneSegmentResponses), where Gunicorn alone
     sends them as two segments."""
     server = start_gunicorn(app_env)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # kept alive throughout
+    connection.connect()
+    try:
         for path in ("/health", "/api/notes", "/health/ready"):  # the liveness answer, Flask's 401, readiness
-            before = data_segments_received(client)
-            client.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-            response = read_response(client)
+            before = data_segments_received(connection.sock)
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
 
-            assert response.startswith((b"HTTP/1.1 200", b"HTTP/1.1 401")), response
-            assert data_segments_received(client) - before == 1, path
+            assert response.status in (200, 401), (path, response.status)
+            assert data_segments_received(connection.sock) - before == 1, path
+    finally:
+        connection.close()
 
 
 @pytest.mark.parametrize("change, line", [

@@ -68,13 +68,18 @@ class RecordingSocket:
         self.events.append("cork" if value else "release")
 
 
-def serve_as_gunicorn(app, path: str) -> list:
-    """Run one request the way Gunicorn does: the app with its socket in the environ, every
-    chunk written, then the body closed. Returns what happened, in order."""
-    events: list = []
+def gunicorn_environ(path: str, events: list) -> dict:
+    """A request's environ as Gunicorn makes it: its socket in it, and its file wrapper."""
     environ = EnvironBuilder(path=path).get_environ()
     environ.update({"gunicorn.socket": RecordingSocket(events), "wsgi.file_wrapper": FileWrapper})
-    body = app(environ, lambda status, headers, exc_info=None: events.append("headers"))
+    return environ
+
+
+def serve_as_gunicorn(app, path: str) -> list:
+    """Run one request the way Gunicorn does: every chunk written, then the body closed.
+    Returns what happened, in order."""
+    events: list = []
+    body = app(gunicorn_environ(path, events), lambda status, headers, exc_info=None: events.append("headers"))
     for _chunk in body:
         events.append("chunk")
     if hasattr(body, "close"):
@@ -98,9 +103,7 @@ def test_a_streamed_response_or_a_file_is_never_held(app):
 
 def test_the_cork_is_released_when_the_client_goes_mid_body(app):
     events: list = []
-    environ = EnvironBuilder(path="/health").get_environ()
-    environ.update({"gunicorn.socket": RecordingSocket(events), "wsgi.file_wrapper": FileWrapper})
-    body = app(environ, lambda status, headers, exc_info=None: None)
+    body = app(gunicorn_environ("/health", events), lambda status, headers, exc_info=None: None)
     next(iter(body))
     body.close()  # Gunicorn closes the body when a send fails
 
