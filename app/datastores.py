@@ -25,7 +25,9 @@ def init_app(app: Flask) -> None:
         # the embedded default keeps its SQLite file and sessions there
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     postgres = config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
-    config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(config) if postgres else {}
+    # A failed statement's message names its SQL, and without this its parameters too: emails,
+    # password hashes and idempotency keys would reach the logs and Sentry in the exception text.
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True, **(engine_options(config) if postgres else {})}
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     if postgres:

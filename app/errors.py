@@ -79,14 +79,15 @@ def handle_unavailable(error: Exception):
 def handle_unexpected(error: InternalServerError):
     """Errors no handler claimed, including ones raised while opening the session."""
     original = error.original_exception or error
-    if isinstance(original, UNAVAILABLE) or _is_disconnect(original):
+    if is_unavailable(original):
         return handle_unavailable(original)
     log.error("unhandled error", exc_info=original)
     return error_response(500, "Internal server error.")
 
 
-def _is_disconnect(error: BaseException) -> bool:
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+def is_unavailable(error: BaseException | None) -> bool:
+    """A dependency that is down or saturated: answered 503, not a bug to report."""
+    return isinstance(error, UNAVAILABLE) or (isinstance(error, DBAPIError) and error.connection_invalidated)
 
 
 def require_json_body() -> None:
@@ -103,7 +104,7 @@ def quiet_about_unavailable(app: Flask) -> None:
     log_exception = app.log_exception
 
     def log_unless_unavailable(exc_info) -> None:
-        if not isinstance(exc_info[1], UNAVAILABLE):
+        if not is_unavailable(exc_info[1]):
             log_exception(exc_info)
 
     app.log_exception = log_unless_unavailable

@@ -7,10 +7,17 @@ Two properties matter here, and are why this is not Flask-Session:
   therefore never write the session back when it finishes.
 - An unchanged session costs no write. Its expiry slides forward at most once per
   SESSION_REFRESH_SECONDS, not on every request.
+
+The id in the cookie is the whole credential, so it is never stored: a session lives under the
+SHA-256 of its id (storage_key). Redis's MONITOR and slow log, its RDB and AOF files, a backup
+of them, and Sentry's breadcrumbs then hold nothing that can be replayed as a cookie. A plain
+hash is enough, since the id is 256 random bits (no guessing, no table), and it keeps sessions
+valid across a SECRET_KEY rotation, as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import time
@@ -27,6 +34,11 @@ KEY_PREFIX = "session:"
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 # Load balancers poll these without cookies; they must never wait on the session store.
 SESSIONLESS_PATH_PREFIXES = ("/health",)
+
+
+def storage_key(sid: str) -> str:
+    """Where the session with this cookie id is stored."""
+    return KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest()
 
 
 class ServerSession(SecureCookieSession):
@@ -65,17 +77,17 @@ class RedisStore:
         self.client = client
 
     def load(self, sid: str) -> bytes | None:
-        return self.client.get(KEY_PREFIX + sid)
+        return self.client.get(storage_key(sid))
 
     def create(self, sid: str, value: str, ttl: int) -> None:
-        self.client.set(KEY_PREFIX + sid, value, ex=ttl, nx=True)
+        self.client.set(storage_key(sid), value, ex=ttl, nx=True)
 
     def update(self, sid: str, value: str, ttl: int) -> bool:
         """Write only if the session still exists; False if it was deleted (logged out)."""
-        return bool(self.client.set(KEY_PREFIX + sid, value, ex=ttl, xx=True))
+        return bool(self.client.set(storage_key(sid), value, ex=ttl, xx=True))
 
     def delete(self, sid: str) -> None:
-        self.client.delete(KEY_PREFIX + sid)
+        self.client.delete(storage_key(sid))
 
 
 class FileStore:
@@ -85,16 +97,17 @@ class FileStore:
         self.cache = FileSystemCache(directory)
 
     def load(self, sid: str) -> str | None:
-        return self.cache.get(KEY_PREFIX + sid)
+        return self.cache.get(storage_key(sid))
 
     def create(self, sid: str, value: str, ttl: int) -> None:
-        self.cache.add(KEY_PREFIX + sid, value, timeout=ttl)
+        self.cache.add(storage_key(sid), value, timeout=ttl)
 
     def update(self, sid: str, value: str, ttl: int) -> bool:
-        return self.cache.has(KEY_PREFIX + sid) and self.cache.set(KEY_PREFIX + sid, value, timeout=ttl)
+        key = storage_key(sid)
+        return self.cache.has(key) and self.cache.set(key, value, timeout=ttl)
 
     def delete(self, sid: str) -> None:
-        self.cache.delete(KEY_PREFIX + sid)
+        self.cache.delete(storage_key(sid))
 
 
 class ServerSessionInterface(SessionInterface):

@@ -3,12 +3,25 @@
 import redis
 
 from app import create_app
+from app.sessions import storage_key
 
 
 def redis_commands(app, name: str) -> int:
     """How many times Redis has run a command (its own statistics, not a spy)."""
     stats = app.extensions["redis"].info("commandstats")
     return stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+
+
+def test_the_stored_key_is_not_the_credential(app, auth, client):
+    """Redis (its MONITOR, slow log, dumps and backups) never holds the id from the cookie."""
+    auth.register_and_login()
+    cookie = client.get_cookie("session").value
+
+    keys = [key.decode() for key in app.extensions["redis"].keys("session:*")]
+
+    assert keys == [storage_key(cookie)]
+    assert cookie not in keys[0]
+    assert client.get("/api/auth/me").status_code == 200
 
 
 def test_an_unchanged_session_is_not_written_back(app, auth, client):

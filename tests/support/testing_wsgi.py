@@ -1,19 +1,35 @@
-"""The real app plus two routes that only tests need: one that fails and one that is slow.
+"""The real app plus routes that only tests need: ones that fail, and one that is slow.
 
 Served by the real Gunicorn in tests: `tests.support.testing_wsgi:app`.
 """
 
-from flask import request
-from sqlalchemy import text
+from flask import request, session
+from sqlalchemy import select, text
 
 from app import create_app
+from app.api import idempotency
 from app.extensions import db
+from app.models import User
 
 app = create_app()
 
 
 @app.get("/_test/error")
 def fail():
+    raise RuntimeError("deliberate failure for tests")
+
+
+@app.post("/_test/error-with-user-data")
+def fail_with_user_data():
+    """Fails the way a signed-in write can: after reading its session from Redis, looking its
+    user up by email and its Idempotency-Key up in Postgres; `?in=sql` fails in a statement
+    that carries the email. Sentry must be sent none of it."""
+    user_id = session["user_id"]
+    email = db.session.scalar(select(User.email).where(User.id == user_id))
+    idempotency.earlier_answer(user_id, idempotency.requested_key(), "-")
+    if request.args.get("in") == "sql":
+        db.session.execute(text("SELECT 1 / 0 FROM users WHERE email = :email"), {"email": email})
+    db.session.scalar(select(User.id).where(User.email == email))
     raise RuntimeError("deliberate failure for tests")
 
 
