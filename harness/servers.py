@@ -190,6 +190,11 @@ class GunicornServer:
                 cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         wait_for(lambda: self.proc.poll() is None and self.healthy(), timeout, f"gunicorn /health ({self.logfile})")
+        # One worker answering is not all of them: the master forks them one at a time, with a
+        # random pause of up to 0.1 s between forks (Arbiter.spawn_workers).
+        if "WEB_CONCURRENCY" in self.env:
+            workers = int(self.env["WEB_CONCURRENCY"])
+            wait_for(lambda: len(self.worker_pids()) == workers, timeout, f"{workers} gunicorn workers")
 
     def healthy(self) -> bool:
         try:
