@@ -354,8 +354,13 @@ def concurrent_writes(stack: NativeStack, users: Users, count: int = 200) -> Dri
     threads = [threading.Thread(target=write, args=(n,)) for n in range(count)]
     for thread in threads:
         thread.start()
+    # a write's worst case: the barrier (30 s), 60 s of retries, then a last request that may
+    # be sent twice (30 s timeout each); rows counted while one still writes would mean nothing
+    deadline = time.monotonic() + 30 + 60 + 2 * 30
     for thread in threads:
-        thread.join(60)
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if running := sum(thread.is_alive() for thread in threads):
+        raise TimeoutError(f"{running} of {count} concurrent writes still running past their worst case")
     stored = stack.sql("SELECT count(*), count(DISTINCT title) FROM notes WHERE title LIKE 'burst %'")
     first = Counter(str(status) for status in first_answers.values())
     result.notes.append(f"{count} writes first answered {dict(first)}, all 201 after retries with their keys: "
@@ -377,10 +382,14 @@ def _killed_mid_transaction(stack: NativeStack, client: Client, result: DrillRes
         thread = threading.Thread(target=lambda: answer.update(status=client.request(
             "POST", "/api/notes", {"title": title}, headers={"Idempotency-Key": key}).status))
         thread.start()
+        # this write's own INSERT (its title is in the query text), not a leftover from the burst
         waiting = wait_for(lambda: stack.sql("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                             "AND query LIKE 'INSERT INTO notes%'"), 10, "the insert on the lock")
-        stack.sql(f"SELECT pg_terminate_backend({waiting.split()[0]})")
+                                             f"AND query LIKE 'INSERT INTO notes%' AND strpos(query, '{title}') > 0"),
+                           10, "the insert on the lock")
+        stack.sql(f"SELECT pg_terminate_backend({int(waiting)})")
         thread.join(30)
+        if thread.is_alive():
+            raise TimeoutError("the killed write still running 30 s after its backend was terminated")
     left = stack.sql(f"SELECT count(*) FROM notes WHERE title = '{title}'")
     retry = client.request("POST", "/api/notes", {"title": title}, headers={"Idempotency-Key": key}).status
     after_retry = stack.sql(f"SELECT count(*) FROM notes WHERE title = '{title}'")

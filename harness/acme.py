@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .https import SERVER_NAME
 from .nginx import make_certificate
-from .process import find_binary, free_port, stop_process
+from .process import find_binary, free_port, port_open, stop_process
 from .wait import wait_for
 
 DAY = 24 * 3600
@@ -87,6 +87,9 @@ class PebbleServer:
                                          env={**os.environ, **PEBBLE_ENV}, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.proc.poll() is None and "ACME directory available at" in self.log.read_text(), 15,
                  f"pebble serving its directory (see {self.log})")
+        # pebble logs that line before it binds the ACME port (the management one is bound in a goroutine)
+        wait_for(lambda: port_open(self.port) and port_open(self.management_port), 15,
+                 f"pebble accepting on ports {self.port} and {self.management_port} (see {self.log})")
 
     def _management(self, path: str) -> str:
         """pebble's own (non-ACME) API, same TLS certificate as the ACME one."""

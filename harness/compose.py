@@ -51,7 +51,7 @@ class Stack:
 
     @property
     def cookies(self) -> dict[str, str]:
-        return self.user.cookies
+        return self.user.cookies if self.user else {}
 
     def client(self, **options) -> Client:
         """A user agent for this stack, trusting its certificate, with cookies of its own."""

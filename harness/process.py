@@ -10,6 +10,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from .wait import wait_for
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -45,6 +47,24 @@ def child_pids(parent: int) -> list[int]:
         if int(fields[1]) == parent:
             children.append(int(stat.parent.name))
     return children
+
+
+def process_state(pid: int) -> tuple[str, str]:
+    """A process's command name and state letter (R, S, T for stopped, Z...), from /proc; ("", "X")
+    once it is gone."""
+    try:
+        comm, rest = Path(f"/proc/{pid}/stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+    except (OSError, IndexError, ValueError):
+        return "", "X"
+    return comm, rest.split()[0]
+
+
+def stop_tree(pid: int) -> None:
+    """SIGSTOP one process and its direct children, and return once each is stopped: a signal
+    lands asynchronously, and a process that has not stopped yet still answers."""
+    signal_tree(pid, signal.SIGSTOP)
+    targets = [pid, *child_pids(pid)]
+    wait_for(lambda: all(process_state(target)[1] in "TX" for target in targets), 5, f"process {pid} stopped")
 
 
 def signal_tree(pid: int, sig: int) -> None:

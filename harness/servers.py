@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import REPO, VENV_BIN
-from .process import child_pids, find_binary, free_port, port_open, signal_tree, stop_process
+from .process import child_pids, find_binary, free_port, port_open, signal_tree, stop_process, stop_tree
 from .wait import wait_for
 
 
@@ -90,7 +90,7 @@ class PostgresServer:
 
     def freeze(self) -> None:
         """SIGSTOP the postmaster and its backends: connections hang instead of being refused."""
-        signal_tree(self.proc.pid, signal.SIGSTOP)
+        stop_tree(self.proc.pid)
 
     def thaw(self) -> None:
         signal_tree(self.proc.pid, signal.SIGCONT)
@@ -144,7 +144,7 @@ class RedisServer:
             stop_process(self.proc)
 
     def freeze(self) -> None:
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        stop_tree(self.proc.pid)
 
     def thaw(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)

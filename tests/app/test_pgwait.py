@@ -85,13 +85,17 @@ def test_a_write_given_up_on_never_commits(logged_in):
     try:
         locker.cursor().execute("LOCK TABLE notes IN ACCESS EXCLUSIVE MODE")
         response, took = timed(lambda: client.post("/api/notes", json={"title": "given up"}))
+        # the abandoned backend is 'active' while it waits on the lock: known by its pid only
+        abandoned = wait_for(lambda: server.psql("SELECT pid FROM pg_stat_activity WHERE "
+                                                 f"{locker.get_backend_pid()} = ANY(pg_blocking_pids(pid))"),
+                             10, "the abandoned INSERT waiting on the lock")
     finally:
         locker.close()  # releases the lock: the abandoned INSERT may now run, and must not commit
 
     assert response.status_code == 503
     assert took < 1 + SLACK
-    wait_for(lambda: server.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'kit' "
-                                 "AND state = 'idle in transaction'") == "0", 10, "the abandoned backend to end")
+    wait_for(lambda: server.psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(abandoned)}") == "0",
+             10, "the abandoned backend to end")
     assert server.psql("SELECT count(*) FROM notes", "kit") == "0"
 
 

@@ -159,9 +159,9 @@ def _wait_health(engine: DockerEngine, container: str, wanted: str, timeout: flo
 
 
 def test_stop_lets_the_in_flight_request_finish_and_exits_0(stack):
-    """Runs last: it stops web. The request is slowed down by freezing Postgres (docker
-    pause), so it is still inside Gunicorn when `compose stop web` sends SIGTERM; Gunicorn
-    must finish it within GUNICORN_GRACEFUL_TIMEOUT and exit 0, not be SIGKILLed (137)."""
+    """Runs last: it stops web. The request is parked on a lock held on `notes` from outside, so
+    it is still inside Gunicorn when `compose stop web` sends SIGTERM; Gunicorn must finish it
+    within GUNICORN_GRACEFUL_TIMEOUT and exit 0, not be SIGKILLed (137)."""
     if not stack.cookies:
         credentials = {"email": f"e2e-{uuid.uuid4().hex[:12]}@example.com", "password": "correct horse battery"}
         stack.request("POST", "/api/auth/register", credentials)
@@ -175,24 +175,34 @@ def test_stop_lets_the_in_flight_request_finish_and_exits_0(stack):
             result["error"] = error
         result["finished"] = time.monotonic()
 
-    stack.compose("pause", "db")
-    paused = True
+    web = stack.container_id("web")
+
+    def terms_handled() -> int:
+        logs = stack.engine.docker("logs", web, capture=True)
+        return (logs.stdout + logs.stderr).count(b"Handling signal: term")
+
+    before = terms_handled()
+    locker = subprocess.Popen(stack.compose_command("exec", "-T", "db", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                                                    "-U", "flask", "-d", "flask"),
+                              env=stack.env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
+        locker.stdin.write("BEGIN; LOCK TABLE notes IN ACCESS EXCLUSIVE MODE;\n")
+        locker.stdin.flush()
+        wait_for(lambda: stack.sql("SELECT count(*) FROM pg_locks WHERE relation = 'notes'::regclass "
+                                   "AND mode = 'AccessExclusiveLock' AND granted") == "1", 60, "the lock on notes")
         client = threading.Thread(target=slow_request)
         client.start()
-        time.sleep(1.0)  # the request is now parked inside Gunicorn, waiting on Postgres
-        assert client.is_alive(), result
+        wait_for(lambda: stack.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                   "AND query LIKE 'INSERT INTO notes%'") == "1", 30, "the request waiting in Postgres")
+        # From here the INSERT must be let go within DB_STATEMENT_TIMEOUT_MS (5 s), or it fails with a 503.
         stopper = subprocess.Popen(stack.compose_command("stop", "web"), env=stack.env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
-        time.sleep(2.0)  # SIGTERM has been delivered; the request is still waiting
-        assert client.is_alive(), "the request finished before Postgres was unfrozen"
-        stack.compose("unpause", "db")
-        paused = False
-        client.join(30)
-        output, _ = stopper.communicate(timeout=60)
+        wait_for(lambda: terms_handled() > before, 30, "SIGTERM reaching Gunicorn")
+        assert client.is_alive(), result  # still parked on the lock while Gunicorn drains
     finally:
-        if paused:
-            stack.compose("unpause", "db", check=False)
+        locker.communicate("COMMIT;\n", timeout=60)
+    client.join(30)
+    output, _ = stopper.communicate(timeout=60)
     assert "error" not in result, result
     response = result["response"]
     assert response.status == 201, response.body

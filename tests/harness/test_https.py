@@ -26,8 +26,9 @@ def hanging_up_server():
                 return
             with connection:
                 if connection.recv(65536):
-                    connection.sendall(ANSWER)
+                    # counted before answering: the client may read the answer and assert first
                     served.append(1)
+                    connection.sendall(ANSWER)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -26,7 +26,7 @@ from flask_migrate import upgrade
 from app import create_app
 from app.extensions import db
 from harness import REPO
-from harness.process import stop_process
+from harness.process import child_pids, process_state, stop_process
 from harness.servers import PostgresServer, migrate_to_head
 from harness.wait import wait_for, wait_for_line
 
@@ -426,6 +426,19 @@ def start_schedule(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Pope
     return proc, log
 
 
+def stopped_in_its_pause(proc: subprocess.Popen) -> bool:
+    """SIGSTOP the schedule; True if it is held in the sleep between two runs (its only child is
+    that sleep, alive or not yet reaped), where it can start no run; else SIGCONT and False."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    # the stop lands asynchronously: until it has, the schedule may still fork a run
+    wait_for(lambda: process_state(proc.pid)[1] in "TX", 5, "the schedule stopped")
+    children = [process_state(pid)[0] for pid in child_pids(proc.pid)]
+    if children == ["sleep"]:
+        return True
+    os.kill(proc.pid, signal.SIGCONT)
+    return False
+
+
 def test_schedule_backs_up_every_interval_and_stops_on_sigterm(database_url, tmp_path):
     backup_dir = tmp_path / "backups"
     # keep nothing but the newest, so each run prunes the one before whatever the date
@@ -434,8 +447,12 @@ def test_schedule_backs_up_every_interval_and_stops_on_sigterm(database_url, tmp
                                           "BACKUP_KEEP_DAILY": "0", "BACKUP_KEEP_WEEKLY": "0",
                                           "BACKUP_KEEP_MONTHLY": "0"})
     try:
-        wait_for(lambda: sum(r["message"] == "backup done" for r in log_records(log)) >= 2, 30, "two scheduled backups")
+        # SIGTERM in the pause, not in a run: one cut short after its --prune would have deleted
+        # the file the last "backup done" names
+        wait_for(lambda: sum(r["message"] == "backup done" for r in log_records(log)) >= 2
+                 and stopped_in_its_pause(proc), 30, "two scheduled backups, then the pause")
         proc.send_signal(signal.SIGTERM)
+        os.kill(proc.pid, signal.SIGCONT)
         assert proc.wait(10) == 0
     finally:
         stop_process(proc)
