@@ -8,6 +8,7 @@ on one machine look like different peers to nginx's per-address limits.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 import ssl
@@ -134,3 +135,38 @@ class Client:
         if self._connection:
             self._connection.close()
             self._connection = None
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything a server sends before it closes; a reset (nginx's 444 with
+    reset_timedout_connection) is just as final."""
+    chunks = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def exchange(port: int, request: bytes, *, tls: bool, server_name: str | None = None, address: str = "127.0.0.1",
+             timeout: float = 10) -> bytes:
+    """Send raw request bytes on a new connection, and return every byte of the answer (b"" for
+    none): what a load balancer's probe sees. Over TLS, SNI is `server_name` (None: none, as by
+    address), and the certificate is not checked, as balancers do not check it."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        sock = context.wrap_socket(sock, server_hostname=server_name)
+    with sock:
+        sock.sendall(request)
+        return read_all(sock)
+
+
+def parse_response(answer: bytes) -> Response:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = http.client.parse_headers(io.BytesIO(("\r\n".join(header_lines) + "\r\n\r\n").encode()))
+    return Response(int(status_line.split()[1]), headers, body)

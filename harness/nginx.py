@@ -25,6 +25,7 @@ from .wait import wait_for
 NGINX_DIR = REPO / "nginx"
 CERT_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "40-dev-certificate.sh"
 UPSTREAM_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "30-upstream.sh"
+TRUSTED_PROXIES_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "35-trusted-proxies.sh"
 # What `load_test` sets instead of the shipped per-address limits (10r/s, burst 20, 64). The
 # burst too: nginx counts in milliseconds, and a load generator's clients firing on the same
 # tick otherwise get 429s at any rate (hey at 300/s got 6-8 %).
@@ -72,6 +73,12 @@ def write_upstream(prefix: Path, upstream: str) -> subprocess.CompletedProcess:
     """Run the image's real upstream hook: upstream.d/web.conf under the prefix."""
     env = {**os.environ, "NGINX_UPSTREAM": upstream, "NGINX_UPSTREAM_DIR": str(prefix / "upstream.d")}
     return subprocess.run([str(UPSTREAM_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+
+
+def write_trusted_proxies(conf_d: Path, ranges: str) -> subprocess.CompletedProcess:
+    """Run the image's real trusted-proxies hook: conf.d/trusted-proxies.conf."""
+    env = {**os.environ, "NGINX_TRUSTED_PROXIES": ranges, "NGINX_CONF_D": str(conf_d)}
+    return subprocess.run([str(TRUSTED_PROXIES_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
 def loopback_env(prefix: Path, *, http_port: int, https_port: int) -> dict[str, str]:
@@ -135,7 +142,8 @@ class NginxTree:
 
 
 def build_tree(prefix: Path, env: dict[str, str]) -> NginxTree:
-    """Lay nginx/ out under prefix as the image does under /etc/nginx."""
+    """Lay nginx/ out under prefix as the image does under /etc/nginx (NGINX_TRUSTED_PROXIES in
+    `env` is the trusted-proxies hook's)."""
     shutil.copy(NGINX_DIR / "nginx.conf", prefix / "nginx.conf")
     shutil.copytree(NGINX_DIR / "snippets", prefix / "snippets")
     # mime.types ships with nginx (Debian's package and the official image alike).
@@ -145,6 +153,10 @@ def build_tree(prefix: Path, env: dict[str, str]) -> NginxTree:
     for template in sorted((NGINX_DIR / "templates").glob("*.template")):
         (prefix / "conf.d" / template.name.removesuffix(".template")).write_text(render(template.read_text(), env))
     (prefix / "conf.d" / "00-test-paths.conf").write_text(_TEMP_PATHS.format(p=prefix))
+    # the image's hook that runs after the templates are rendered, as its entrypoint runs it
+    trusted = write_trusted_proxies(prefix / "conf.d", env.get("NGINX_TRUSTED_PROXIES", ""))
+    if trusted.returncode != 0:
+        raise RuntimeError(f"an image hook failed: {trusted.stderr}")
     return NginxTree(prefix=prefix, env=env)
 
 
@@ -152,9 +164,9 @@ class NginxServer:
     """The repo's nginx in the foreground (daemon off, so the Popen is the master), terminating
     TLS with the image's own development certificate and proxying to 127.0.0.1:upstream_port."""
 
-    def __init__(self, upstream_port: int, *, load_test: bool = False):
+    def __init__(self, upstream_port: int, *, load_test: bool = False, trusted_proxies: str = ""):
         """`load_test` lifts the per-address limits (the /api/ rate, requests in progress), for
-        load from one address."""
+        load from one address; `trusted_proxies` is NGINX_TRUSTED_PROXIES."""
         self.prefix = world_readable_dir()
         self.http_port, self.https_port = free_port(), free_port()
         env = loopback_env(self.prefix, http_port=self.http_port, https_port=self.https_port)
@@ -166,6 +178,7 @@ class NginxServer:
                 raise RuntimeError(f"an image hook failed: {result.stderr}")
         write_file(self.prefix / "static" / "robots.txt", "User-agent: *\nDisallow:\n")
         write_file(self.prefix / "acme" / ".well-known" / "acme-challenge" / "token-123", "token-123.thumbprint")
+        env["NGINX_TRUSTED_PROXIES"] = trusted_proxies
         self.tree = build_tree(self.prefix, env)
         self.proc: subprocess.Popen | None = None
 

@@ -33,6 +33,8 @@ declare -A needed=(
   # a real ACME server and client: certificates issued and renewed through our nginx
   [pebble]=pebble
   [certbot]=certbot
+  # a TLS-terminating load balancer in front of nginx, probing by address
+  [haproxy]=haproxy
 )
 
 have() {

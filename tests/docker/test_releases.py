@@ -29,6 +29,7 @@ import pytest
 from harness import REPO
 from harness.compose import Stack
 from harness.docker import DockerEngine, compose_binary
+from harness.https import exchange, parse_response
 from harness.load import LoadRun, Recorder
 from harness.process import free_port
 from harness.servers import RegistryServer, SshServer
@@ -249,6 +250,22 @@ def test_prod_serves_the_app_over_https_with_secure_cookies(server, users):
     assert login.status == 200
     assert "Secure" in login.headers["Set-Cookie"], "production cookies are HTTPS-only"
     assert client.request("POST", "/api/notes", {"title": "prod"}).status == 201
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_prod_answers_a_balancers_probe_by_address_and_nothing_else(server, users, tls):
+    """The published ports, as a target-group check reaches them: Host the address, no SNI."""
+    port = server.stack.https_port if tls else server.stack.http_port
+
+    def by_address(path: str) -> bytes:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        return exchange(port, request, tls=tls)
+
+    for path in ("/health", "/health/ready"):
+        response = parse_response(by_address(path))
+        assert response.status == 200, response.body
+        assert response.headers["Content-Type"] == "application/health+json"
+    assert by_address("/") == by_address("/api/notes") == b""
 
 
 def test_prod_runs_the_release_images_in_production_mode(server, users):

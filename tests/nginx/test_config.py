@@ -14,12 +14,14 @@ from harness import VENV_BIN
 from harness.nginx import (
     CERT_SCRIPT,
     NGINX_DIR,
+    TRUSTED_PROXIES_SCRIPT,
     UPSTREAM_SCRIPT,
     build_tree,
     loopback_env,
     make_certificate,
     render,
     template_variables,
+    write_trusted_proxies,
     write_upstream,
 )
 from harness.process import find_binary
@@ -214,4 +216,35 @@ def test_upstream_hook_names_every_target_and_keeps_a_deployed_list(nginx_prefix
 def test_upstream_hook_is_executable_and_shellcheck_clean():
     assert os.access(UPSTREAM_SCRIPT, os.X_OK)
     result = subprocess.run([str(SHELLCHECK), str(UPSTREAM_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_trusted_proxies_hook_writes_realip_for_each_range_and_none_by_default(nginx_prefix):
+    conf_d = nginx_prefix / "conf.d"
+    conf_d.mkdir()
+
+    assert write_trusted_proxies(conf_d, "").returncode == 0
+    none = (conf_d / "trusted-proxies.conf").read_text()
+    assert write_trusted_proxies(conf_d, "10.0.0.0/16  192.0.2.7 2001:db8::/32").returncode == 0
+    some = (conf_d / "trusted-proxies.conf").read_text()
+
+    assert "set_real_ip_from" not in none and "default 0;" in none
+    directives = [line.strip() for line in some.splitlines() if not line.startswith("#")]
+    assert [d for d in directives if d.startswith("set_real_ip_from")] == [
+        "set_real_ip_from 10.0.0.0/16;", "set_real_ip_from 192.0.2.7;", "set_real_ip_from 2001:db8::/32;"]
+    assert {"real_ip_header X-Forwarded-For;", "real_ip_recursive on;", "10.0.0.0/16 1;"} <= set(directives)
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/16;include /etc/passwd", "balancer.internal", "10.0.0.0/16,10.1.0.0/16"])
+def test_trusted_proxies_hook_refuses_anything_but_addresses(nginx_prefix, value):
+    result = write_trusted_proxies(nginx_prefix, value)
+
+    assert result.returncode == 1
+    assert "error: NGINX_TRUSTED_PROXIES has" in result.stderr and "fix:" in result.stderr
+    assert not (nginx_prefix / "trusted-proxies.conf").exists()
+
+
+def test_trusted_proxies_hook_is_executable_and_shellcheck_clean():
+    assert os.access(TRUSTED_PROXIES_SCRIPT, os.X_OK)
+    result = subprocess.run([str(SHELLCHECK), str(TRUSTED_PROXIES_SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

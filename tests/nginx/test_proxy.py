@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from harness import REPO, VENV_BIN
-from harness.https import SERVER_NAME, Client, Response
+from harness.https import SERVER_NAME, Client, Response, exchange, parse_response, read_all
 from harness.nginx import NginxServer
 from harness.process import free_port
 from harness.servers import GunicornServer
@@ -201,18 +201,6 @@ def test_acme_challenge_is_served_over_plain_http(stack):
 # --- Unknown names get nothing --------------------------------------------------------------
 
 
-def read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends before it closes; 444 closes with a TCP RST here
-    (reset_timedout_connection on), which is just as empty."""
-    chunks = []
-    try:
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    except ConnectionResetError:
-        pass
-    return b"".join(chunks)
-
-
 def test_unknown_host_on_http_gets_no_response(stack):
     with socket.create_connection(("127.0.0.1", stack.nginx.http_port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
@@ -221,7 +209,7 @@ def test_unknown_host_on_http_gets_no_response(stack):
 
 def test_unknown_host_over_https_gets_no_response(stack):
     with stack.tls_socket() as sock:  # SNI localhost, so the handshake succeeds
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
         assert read_all(sock) == b""
 
 
@@ -231,8 +219,71 @@ def test_tls_without_our_name_completes_then_gets_no_response(stack, server_name
     Host then gets the 444."""
     with stack.tls_socket(server_name, verify=False) as sock:
         assert sock.version() in ("TLSv1.2", "TLSv1.3")
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_all(sock) == b""
+
+
+# --- Load balancers probe by address --------------------------------------------------------
+
+PROBES = [  # (scheme, SNI, Host): what balancers send to an instance's address
+    ("http", None, "127.0.0.1"),          # the default: Host is the address
+    ("https", None, "127.0.0.1"),         # HTTPS checks send no SNI
+    ("https", None, "127.0.0.1:8443"),
+    ("https", None, SERVER_NAME),         # a Host set to the name, still without SNI
+    ("http", None, SERVER_NAME),          # a TLS-terminating balancer probing port 80 by name
+    ("https", SERVER_NAME, "10.0.0.11"),  # SNI by name, Host an address
+]
+
+
+def probe(stack: Stack, scheme: str, server_name: str | None, host: str, path: str) -> bytes:
+    """One GET as a balancer sends it: everything nginx answered, b"" if it closed without one."""
+    port = stack.nginx.https_port if scheme == "https" else stack.nginx.http_port
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    return exchange(port, request, tls=scheme == "https", server_name=server_name)
+
+
+@pytest.mark.parametrize(("scheme", "server_name", "host"), PROBES)
+@pytest.mark.parametrize("path", ["/health", "/health/ready"])
+def test_a_probe_by_address_gets_the_apps_health_answer(stack, scheme, server_name, host, path):
+    """As by name: the app's status and application/health+json body, no redirect, no 421."""
+    by_name = stack.https("GET", path)
+    response = parse_response(probe(stack, scheme, server_name, host, path))
+
+    assert response.status == by_name.status == 200, response.body
+    assert response.headers["Content-Type"] == "application/health+json"
+    assert json.loads(response.body)["status"] == by_name.json()["status"] == "pass"
+
+
+@pytest.mark.parametrize(("scheme", "server_name", "host"), [p for p in PROBES if p[2] != SERVER_NAME])
+@pytest.mark.parametrize("path", ["/", "/api/notes", "/static/robots.txt", "/health/", "/healthz",
+                                  "/health/../api/notes"])
+def test_anything_else_by_address_gets_no_answer(stack, scheme, server_name, host, path):
+    assert probe(stack, scheme, server_name, host, path) == b""
+
+
+def test_by_name_over_http_only_the_probes_skip_the_redirect(stack):
+    assert stack.http("GET", "/health").status == 200
+    assert stack.http("GET", "/health/ready").status == 200
+    assert stack.http("GET", "/api/notes").status == 308
+
+
+def test_an_unready_instance_answers_503_to_a_probe_by_address(database_url):
+    """Readiness by address tells the truth: Redis unreachable, 503 with the failing check."""
+    env = {"APP_ENV": "testing", "DATABASE_URL": database_url,
+           "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "HEALTH_CACHE_TTL": "0"}
+    gunicorn = GunicornServer(env)
+    try:
+        gunicorn.start()
+        with running_nginx(gunicorn.port, gunicorn) as unready:
+            answers = [parse_response(probe(unready, scheme, None, "127.0.0.1", "/health/ready"))
+                       for scheme in ("http", "https")]
+    finally:
+        gunicorn.close()
+
+    for response in answers:
+        assert response.status == 503, response.body
+        assert response.headers["Content-Type"] == "application/health+json"
+        assert json.loads(response.body)["checks"]["redis:responseTime"][0]["status"] == "fail"
 
 
 # --- SNI and Host name the same host --------------------------------------------------------
@@ -242,7 +293,7 @@ def test_tls_without_our_name_completes_then_gets_no_response(stack, server_name
 def test_host_that_differs_from_the_sni_gets_421(stack, server_name):
     """Our Host over a TLS connection set up for another name (or for no name, as by IP) is
     misdirected: 421 tells the client to use a connection for that name."""
-    response = stack.https_with_sni(server_name, SERVER_NAME)
+    response = stack.https_with_sni(server_name, SERVER_NAME, "/api/notes")
 
     assert_nginx_json_error(response, 421, "misdirected_request")
 
@@ -372,6 +423,43 @@ def test_nginx_errors_are_json_in_the_app_shape(stack, method, path, status, cod
 
     assert_nginx_json_error(response, status, code)
     assert response.headers.get_all("Allow") == ([allow] if allow else None)
+
+
+@pytest.mark.parametrize(("port", "request_bytes", "status", "code"), [
+    ("http", b"GARBAGE\r\n\r\n", 400, "bad_request"),  # no URI: nginx cannot use a named location
+    ("http", b"GET / HTTP/1.1\r\n\r\n", 400, "bad_request"),  # HTTP/1.1 without Host
+    ("https", b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n", 400, "bad_request"),
+    ("https", b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 400, "bad_request"),
+    ("https", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414, "uri_too_long"),
+    ("http", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, "uri_too_long"),
+    ("https", b"POST /api/notes HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+     400, "bad_request"),
+], ids=["garbage", "no-host", "bad-header", "header-over-8k", "uri-over-8k", "uri-over-8k-by-address",
+        "broken-chunk"])
+def test_nginx_refusals_of_a_broken_request_are_json(stack, port, request_bytes, status, code):
+    """Requests nginx cannot pass on, answered by nginx itself in the API's shape (HTTP/1.1: over
+    HTTP/2 the client's library refuses to send most of these)."""
+    if port == "https":
+        sock = stack.tls_socket()
+    else:
+        sock = socket.create_connection(("127.0.0.1", stack.nginx.http_port), timeout=10)
+    with sock:
+        sock.sendall(request_bytes)
+        response = parse_response(read_all(sock))
+
+    assert response.status == status, response.body
+    assert response.headers["Content-Type"] == "application/json"
+    assert json.loads(response.body)["error"]["code"] == code
+
+
+def test_a_body_not_sent_in_time_is_cut_off_without_an_answer(stack):
+    """client_body_timeout (10 s) bounds a slow sender. nginx answers no 408 there (it closes a
+    timed-out connection, with a reset: reset_timedout_connection), so there is no JSON to send."""
+    with stack.tls_socket() as sock:
+        sock.sendall(b"POST /api/notes HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{")
+        sock.settimeout(10 + 10)  # past it, recv raises and the test fails
+        assert read_all(sock) == b""
 
 
 def test_unreadable_static_file_is_a_json_403(stack, unreadable_static_file):
@@ -537,7 +625,7 @@ def test_access_log_is_json_with_upstream_timing_and_skips_health_checks(stack):
     assert entry["upstream_addr"] == f"127.0.0.1:{stack.gunicorn.port}"
     assert float(entry["upstream_response_time"]) >= 0
     assert entry["ssl_protocol"] in ("TLSv1.2", "TLSv1.3")
-    assert not [e for e in stack.access_log_entries() if e["uri"].startswith("/health")]
+    assert not [e for e in stack.access_log_entries() if re.fullmatch(r"/health(/ready)?(\?.*)?", e["uri"])]
 
 
 # --- The application through the proxy ------------------------------------------------------
