@@ -11,7 +11,7 @@ a user's data. Each auto-enabled integration was checked against sentry-sdk 2.75
 - Logging: INFO lines become breadcrumbs, and ERROR lines events, with their extra fields.
   Gunicorn's access lines (the client's address and user agent) are ignored; the app's own
   lines name no user data, and their client address is dropped (drop_client_address).
-- Stdlib (http.client, subprocess), threading, argv: nothing from a request; the app makes no
+- Stdlib (http.client, subprocess), threading, argv: nothing from a request; a request makes no
   outbound HTTP calls.
 """
 

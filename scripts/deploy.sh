@@ -24,7 +24,7 @@
 ###   DEPLOY_GATE_CHECKS     ready answers in a row through nginx after a switch (5)
 ###   DEPLOY_KEEP_RELEASES   releases whose images stay for instant rollback (3)
 ###   DEPLOY_COMPOSE_FILES   Compose files (docker-compose.yml docker-compose.prod.yml)
-###   HTTPS_PORT             nginx's HTTPS port on this host (443)
+###   HTTPS_PORT             nginx's HTTPS port on this host (else .env's, else 443)
 ###   COMPOSE, DOCKER        the commands (docker compose, docker)
 set -o errexit -o nounset -o pipefail
 
@@ -84,7 +84,9 @@ replica_ready() {
     >/dev/null 2>&1
 }
 
-# Every replica in "$@" ready within READY_TIMEOUT; a replica that exits fails at once.
+# Every replica in "$@" ready within READY_TIMEOUT; a replica that exits fails at once. On
+# failure, $not_ready says which way, and the failing replicas' last log lines are printed.
+not_ready=""
 wait_ready() {
   local deadline=$((SECONDS + READY_TIMEOUT)) id pending=("$@")
   while ((${#pending[@]})); do
@@ -93,16 +95,26 @@ wait_ready() {
       # exited, or restarting after it exited (restart: unless-stopped)
       if [[ "$(docker inspect --format '{{.State.Status}} {{.RestartCount}}' "$id")" != "running 0" &&
         "$(docker inspect --format '{{.State.Status}}' "$id")" != created ]]; then
-        docker logs --tail 5 "$id" >&2 || true
+        not_ready="$(container_name "$id") exited after $((SECONDS + READY_TIMEOUT - deadline)) s"
+        replica_logs "$id"
         return 1
       fi
       replica_ready "$id" || still+=("$id")
     done
     pending=("${still[@]}")
     ((${#pending[@]})) || return 0
-    ((SECONDS < deadline)) || return 1
+    if ((SECONDS >= deadline)); then
+      not_ready="${#pending[@]} not ready within ${READY_TIMEOUT} s (DEPLOY_READY_TIMEOUT)"
+      for id in "${pending[@]}"; do replica_logs "$id"; done
+      return 1
+    fi
     sleep 1
   done
+}
+
+replica_logs() {
+  echo "deploy: the last log lines of $(container_name "$1"):" >&2
+  docker logs --tail 5 "$1" >&2 || true
 }
 
 # Point nginx at exactly these replicas, then reload: old workers finish their requests.
@@ -118,7 +130,8 @@ switch_nginx() {
 ready_through_nginx() {
   local domain port body
   domain="$(env_value DOMAIN)"
-  port="${HTTPS_PORT:-443}"
+  port="${HTTPS_PORT:-$(env_value HTTPS_PORT)}"
+  port="${port:-443}"
   if ! body="$(curl --silent --show-error --fail --insecure --max-time 5 \
     --resolve "$domain:$port:127.0.0.1" "https://$domain:$port/health/ready" 2>&1)"; then
     echo "deploy: gate: ${body:0:300}" >&2
@@ -205,8 +218,8 @@ release() { # release <sha> <migrate: yes|no> <action>
     step="readiness"
     if ! wait_ready "${new[@]}"; then
       docker rm --force "${new[@]}" >/dev/null
-      die "the new replicas of $sha were not ready within ${READY_TIMEOUT} s (removed; $current still serves)" \
-        "read the log lines above, fix the release, deploy again"
+      die "the new replicas of $sha failed: $not_ready (removed; $current still serves)" \
+        "read their log lines above, fix the release, deploy again"
     fi
 
     step="switch"
@@ -289,7 +302,7 @@ scale() {
     mapfile -t added < <(comm -13 <(printf '%s\n' "${running[@]}" | sort) <(printf '%s\n' "${keep[@]}" | sort))
     wait_ready "${added[@]}" || {
       docker rm --force "${added[@]}" >/dev/null
-      die "the added replicas were not ready within ${READY_TIMEOUT} s (removed)" "read docker compose logs web"
+      die "the added replicas failed: $not_ready (removed)" "read their log lines above"
     }
     switch_nginx "${keep[@]}"
   elif ((want < ${#running[@]})); then

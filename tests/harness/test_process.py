@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.process import child_pids, find_binary, free_port, port_open, signal_tree, stop_process
+from harness.process import (
+    child_pids,
+    find_binary,
+    free_port,
+    port_open,
+    process_state,
+    signal_tree,
+    stop_process,
+    stop_tree,
+)
 from harness.wait import wait_for
 
 
@@ -17,11 +26,9 @@ def python(code: str) -> subprocess.Popen:
 
 
 def state(pid: int) -> str | None:
-    """The process state letter from /proc (R, S, T stopped, Z zombie), or None once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return None
+    """The process state letter (R, S, T stopped, Z zombie), or None once it is gone."""
+    letter = process_state(pid)[1]
+    return None if letter == "X" else letter
 
 
 def test_stop_process_escalates_to_sigkill_when_sigterm_is_ignored():
@@ -38,6 +45,21 @@ def test_stop_process_stops_a_stopped_process():
         proc.send_signal(signal.SIGSTOP)
         wait_for(lambda: state(proc.pid) == "T", 5, "the child stopped")
         assert stop_process(proc, timeout=5) == -signal.SIGTERM
+
+
+def test_stop_tree_returns_once_the_process_and_its_children_are_stopped():
+    code = ("import subprocess, sys, time; "
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            "print(child.pid, flush=True); time.sleep(60)")
+    with python(code) as proc:
+        child = int(proc.stdout.readline())
+        try:
+            stop_tree(proc.pid)
+            assert (state(proc.pid), state(child)) == ("T", "T")  # no wait here: stop_tree did it
+        finally:
+            signal_tree(proc.pid, signal.SIGCONT)
+            signal_tree(proc.pid, signal.SIGKILL)
+            stop_process(proc)
 
 
 def test_signal_tree_reaches_the_children():
