@@ -204,6 +204,28 @@ def test_prod_runs_both_release_images_and_no_source_from_the_host():
     assert "/etc/nginx/upstream.d" in services["nginx"]["tmpfs"]
 
 
+def test_the_deploy_guides_release_is_every_image_the_server_pulls():
+    """docs/deploy.md §1 builds and pushes a release by hand; deploy.sh refuses one that lacks an
+    image it pulls. Both must name the same images, each from a Dockerfile that exists."""
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    section = guide[guide.index("**A release.**"):guide.index("## 2.")]
+    block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
+    built = {}
+    for line in block.splitlines():
+        if line.startswith("docker build "):
+            image = re.search(r'-t "\$REGISTRY/([a-z-]+):\$sha"', line).group(1)
+            dockerfile = re.search(r"-f (\S+)", line)
+            built[image] = dockerfile.group(1) if dockerfile else "Dockerfile"
+    pushed = set(re.search(r"for image in ([a-z -]+); do docker push", block).group(1).split())
+    deploy = (REPO / "scripts" / "deploy.sh").read_text()
+    pulled_services = re.search(r"compose pull --quiet ([a-z ]+)\|\|", deploy).group(1).split()
+    services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
+    pulled = {services[name]["image"].split("/")[-1].split(":")[0] for name in pulled_services}
+
+    assert set(built) == pushed == pulled == {"flask-kit-web", "flask-kit-nginx", "flask-kit-backup"}
+    assert all((REPO / dockerfile).is_file() for dockerfile in built.values())
+
+
 def test_prod_runs_two_web_replicas_unless_told_otherwise():
     assert model(DEV, PROD, env=PROD_REQUIRED)["services"]["web"]["deploy"]["replicas"] == 2
     scaled = model(DEV, PROD, env={**PROD_REQUIRED, "WEB_REPLICAS": "4"})
