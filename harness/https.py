@@ -159,7 +159,11 @@ def exchange(port: int, request: bytes, *, tls: bool, server_name: str | None = 
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        sock = context.wrap_socket(sock, server_hostname=server_name)
+        try:
+            sock = context.wrap_socket(sock, server_hostname=server_name)
+        except BaseException:
+            sock.close()
+            raise
     with sock:
         sock.sendall(request)
         return read_all(sock)
