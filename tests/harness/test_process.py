@@ -31,6 +31,12 @@ def state(pid: int) -> str | None:
     return None if letter == "X" else letter
 
 
+# A process with one child, that prints the child's pid, then both idle.
+PARENT_OF_ONE = ("import subprocess, sys, time; "
+                 "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+                 "print(child.pid, flush=True); time.sleep(60)")
+
+
 def test_stop_process_escalates_to_sigkill_when_sigterm_is_ignored():
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
            "time.sleep(60)"
@@ -48,10 +54,7 @@ def test_stop_process_stops_a_stopped_process():
 
 
 def test_stop_tree_returns_once_the_process_and_its_children_are_stopped():
-    code = ("import subprocess, sys, time; "
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "print(child.pid, flush=True); time.sleep(60)")
-    with python(code) as proc:
+    with python(PARENT_OF_ONE) as proc:
         child = int(proc.stdout.readline())
         try:
             stop_tree(proc.pid)
@@ -63,10 +66,7 @@ def test_stop_tree_returns_once_the_process_and_its_children_are_stopped():
 
 
 def test_signal_tree_reaches_the_children():
-    code = ("import subprocess, sys, time; "
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            "print(child.pid, flush=True); time.sleep(60)")
-    with python(code) as proc:
+    with python(PARENT_OF_ONE) as proc:
         child = int(proc.stdout.readline())
         try:
             assert child_pids(proc.pid) == [child]
