@@ -4,6 +4,9 @@ Docker Hub is unreachable here and BuildKit is missing, so the suite starts its 
 `dockerd` (classic builder) and builds stand-ins for python, postgres, redis and nginx
 from Debian packages. The data root lives in a cache directory outside the repo, so
 base images and build layers survive between runs: only the first run debootstraps.
+
+nginx's stand-in comes from Debian sid, not bookworm: the production image's upstreams
+re-resolve (`server ... resolve`, nginx 1.27.3+), and bookworm's nginx is 1.22.
 """
 
 from __future__ import annotations
@@ -22,15 +25,15 @@ from .wait import wait_for
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 
-DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
-BASE_IMAGE = f"flask-kit-test/{DEBIAN_SUITE}:minbase"
+# stand-in (standins/<name>/) -> the Debian suite its base image is debootstrapped from
+STANDIN_SUITES = {"python": "bookworm", "postgres": "bookworm", "redis": "bookworm", "nginx": "sid"}
 # image variable the Compose file reads -> stand-in image built from standins/<name>/
 STANDIN_IMAGES = {
     "BASE_IMAGE": "flask-kit-test/python:bookworm",
     "POSTGRES_IMAGE": "flask-kit-test/postgres:bookworm",
     "REDIS_IMAGE": "flask-kit-test/redis:bookworm",
-    "NGINX_IMAGE": "flask-kit-test/nginx:bookworm",
+    "NGINX_IMAGE": "flask-kit-test/nginx:sid",
 }
 WHEELHOUSE = "build/wheels"
 
@@ -191,9 +194,13 @@ def _run(command: list[str], env: dict[str, str], *, check: bool, capture: bool,
     return result
 
 
-def ensure_base_image(engine: DockerEngine) -> None:
-    """Debootstrap a minimal bookworm once and `docker import` it (kept in the data root)."""
-    if engine.image_exists(BASE_IMAGE):
+def base_image(suite: str) -> str:
+    return f"flask-kit-test/{suite}:minbase"
+
+
+def ensure_base_image(engine: DockerEngine, suite: str) -> None:
+    """Debootstrap a minimal Debian `suite` once and `docker import` it (kept in the data root)."""
+    if engine.image_exists(base_image(suite)):
         return
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not Path(debootstrap).exists():
@@ -203,7 +210,7 @@ def ensure_base_image(engine: DockerEngine) -> None:
     with tempfile.TemporaryDirectory(prefix="fk-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         try:
-            subprocess.run([debootstrap, "--variant=minbase", f"--cache-dir={packages}", DEBIAN_SUITE,
+            subprocess.run([debootstrap, "--variant=minbase", f"--cache-dir={packages}", suite,
                             str(rootfs), DEBIAN_MIRROR], check=True, stdout=subprocess.DEVNULL, timeout=900)
         finally:
             # A failed debootstrap can leave /proc or /sys mounted inside the rootfs; unmount
@@ -214,7 +221,7 @@ def ensure_base_image(engine: DockerEngine) -> None:
         (rootfs / "var/lib/apt/lists/partial").mkdir(parents=True)
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
         try:
-            subprocess.run([docker_client(), "import", "--change", 'CMD ["bash"]', "-", BASE_IMAGE],
+            subprocess.run([docker_client(), "import", "--change", 'CMD ["bash"]', "-", base_image(suite)],
                            env=engine.env, stdin=tar.stdout, stdout=subprocess.DEVNULL, check=True, timeout=600)
         finally:
             tar.stdout.close()
@@ -231,7 +238,8 @@ def _unmount_below(root: Path) -> None:
 
 def build_standins(engine: DockerEngine) -> dict[str, str]:
     """Build every stand-in (layer cache makes repeats instant); returns the Compose image variables."""
-    ensure_base_image(engine)
+    for suite in sorted(set(STANDIN_SUITES.values())):
+        ensure_base_image(engine, suite)
     for image in STANDIN_IMAGES.values():
         name = image.split("/", 1)[1].split(":", 1)[0]
         # --network host: RUN apt-get reaches Debian's mirror exactly as the host does.

@@ -69,9 +69,12 @@ def make_certificate(cert_dir: Path, server_name: str = SERVER_NAME) -> subproce
     return subprocess.run([str(CERT_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
-def write_upstream(prefix: Path, upstream: str) -> subprocess.CompletedProcess:
-    """Run the image's real upstream hook: upstream.d/web.conf under the prefix."""
-    env = {**os.environ, "NGINX_UPSTREAM": upstream, "NGINX_UPSTREAM_DIR": str(prefix / "upstream.d")}
+def write_upstream(prefix: Path, upstream: str, resolver: str = "", path: str | None = None
+                   ) -> subprocess.CompletedProcess:
+    """Run the image's real upstream hook: upstream.d/web.conf under the prefix. `path` is
+    the PATH it runs with (where it finds `nginx`)."""
+    env = {**os.environ, "NGINX_UPSTREAM": upstream, "NGINX_UPSTREAM_RESOLVER": resolver,
+           "NGINX_UPSTREAM_DIR": str(prefix / "upstream.d"), **({"PATH": path} if path else {})}
     return subprocess.run([str(UPSTREAM_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -164,15 +167,18 @@ class NginxServer:
     """The repo's nginx in the foreground (daemon off, so the Popen is the master), terminating
     TLS with the image's own development certificate and proxying to 127.0.0.1:upstream_port."""
 
-    def __init__(self, upstream_port: int, *, load_test: bool = False, trusted_proxies: str = ""):
+    def __init__(self, upstream_port: int, *, load_test: bool = False, trusted_proxies: str = "",
+                 other_upstreams: tuple[str, ...] = ()):
         """`load_test` lifts the per-address limits (the /api/ rate, requests in progress), for
-        load from one address; `trusted_proxies` is NGINX_TRUSTED_PROXIES."""
+        load from one address; `trusted_proxies` is NGINX_TRUSTED_PROXIES; `other_upstreams`
+        (host:port) are listed before 127.0.0.1:upstream_port."""
         self.prefix = world_readable_dir()
         self.http_port, self.https_port = free_port(), free_port()
         env = loopback_env(self.prefix, http_port=self.http_port, https_port=self.https_port)
         if load_test:
             env.update(LOAD_TEST_LIMITS)
-        hooks = (make_certificate(self.prefix / "certs"), write_upstream(self.prefix, f"127.0.0.1:{upstream_port}"))
+        upstreams = " ".join((*other_upstreams, f"127.0.0.1:{upstream_port}"))
+        hooks = (make_certificate(self.prefix / "certs"), write_upstream(self.prefix, upstreams))
         for result in hooks:
             if result.returncode != 0:
                 raise RuntimeError(f"an image hook failed: {result.stderr}")

@@ -5,20 +5,24 @@
 ###        scripts/deploy.sh status
 ###        scripts/deploy.sh scale <replicas>
 ###   Run where docker-compose.yml, docker-compose.prod.yml and .env live (no
-###   source checkout needed). A release is the two images CI pushed for one
+###   source checkout needed). A release is the three images CI pushed for one
 ###   commit: $REGISTRY/flask-kit-web:<sha>, flask-kit-nginx:<sha> and
 ###   flask-kit-backup:<sha>.
+###   nginx sends to the web replicas on the `live` network (alias web-live),
+###   re-resolving that name every second: no step here reloads nginx.
 ###   deploy <sha>    pull the images, migrate (one-off), start the new web
 ###                   replicas beside the old ones, wait until each is ready,
-###                   switch nginx to them (a reload), check readiness through
+###                   make them live beside the old, check readiness through
 ###                   nginx, drain the old replicas, record the release.
-###                   A failure before the switch removes the new replicas; a
-###                   failed check after it switches back. Either way the old
+###                   A failure before going live removes the new replicas; a
+###                   failed check after it drains them. Either way the old
 ###                   release keeps serving and stays recorded, and it exits 1.
 ###   rollback [sha]  the same, to the release before the current one (or to
 ###                   any recorded <sha>), without migrating.
-###   status          the current release, the history, each replica's health.
-###   scale <n>       run n web replicas of the current release.
+###   status          the current release, the history, and whether each
+###                   replica is ready and reached by nginx; exits 1 if one is not.
+###   scale <n>       run n live web replicas of the current release, and make
+###                   live any ready replica that nginx does not reach.
 ### Environment (optional):
 ###   DEPLOY_READY_TIMEOUT   seconds new replicas get to become ready (60)
 ###   DEPLOY_GATE_CHECKS     ready answers in a row through nginx after a switch (5)
@@ -35,6 +39,12 @@ GATE_CHECKS="${DEPLOY_GATE_CHECKS:-5}"
 KEEP_RELEASES="${DEPLOY_KEEP_RELEASES:-3}"
 # Longer than GUNICORN_GRACEFUL_TIMEOUT (30 s): in-flight requests finish first.
 DRAIN_TIMEOUT=40
+# Replicas drained at once. A draining replica refuses connections until it has stopped
+# and left DNS; nginx tries 3 replicas per request (proxy_next_upstream_tries in
+# nginx/snippets/proxy.conf), so a request meets at most 2 draining ones before a ready one.
+DRAIN_BATCH=2
+# nginx's name for the live replicas (NGINX_UPSTREAM in docker-compose.prod.yml).
+LIVE_ALIAS=web-live
 step="start"
 
 usage() { sed -n 's/^### \{0,1\}//p' "$0"; }
@@ -117,16 +127,44 @@ replica_logs() {
   docker logs --tail 5 "$1" >&2 || true
 }
 
-# Point nginx at exactly these replicas, then reload: old workers finish their requests.
-switch_nginx() {
-  local id lines=""
-  for id in "$@"; do lines+="server $(container_name "$id"):8000;"$'\n'; done
-  printf '%s' "$lines" | compose exec -T nginx sh -c 'cat >/etc/nginx/upstream.d/web.conf.new &&
-    mv /etc/nginx/upstream.d/web.conf.new /etc/nginx/upstream.d/web.conf && nginx -t -q && nginx -s reload'
+nginx_container() { compose ps --quiet nginx; }
+
+# The prod file's `live` network, as Compose named it (<project>_live): nginx is on it.
+live_network() {
+  docker inspect --format '{{range $name, $_ := .NetworkSettings.Networks}}{{println $name}}{{end}}' \
+    "$(nginx_container)" | grep '_live$' | head -n 1
 }
 
-# /health/ready through nginx, as a load balancer asks it: prints the answer's release id,
-# or fails (and tells why) on anything but a 200.
+# The replica's address on the live network if it holds the alias there, else nothing.
+live_address() {
+  docker inspect --format "{{with index .NetworkSettings.Networks \"$live\"}}{{.IPAddress}} {{join .Aliases \",\"}}{{end}}" "$1" |
+    awk -v alias="$LIVE_ALIAS" '{ n = split($2, names, ","); for (i = 1; i <= n; i++) if (names[i] == alias) print $1 }'
+}
+
+# nginx sends to a replica from the moment it holds the alias on the live network (within the
+# second nginx takes to re-resolve), and a restart after a crash keeps it there. Idempotent.
+go_live() {
+  local id
+  for id in "$@"; do
+    [[ -n "$(live_address "$id")" ]] || docker network connect --alias "$LIVE_ALIAS" "$live" "$id"
+  done
+}
+
+# Can nginx reach the replica? Its address is among those nginx's DNS gives for the alias,
+# and nginx's container opens a TCP connection to it. Prints why not, or nothing.
+unreachable_why() {
+  local address nginx
+  address="$(live_address "$1")"
+  [[ -n $address ]] || { echo "not live (not on the $live network as $LIVE_ALIAS)"; return; }
+  nginx="$(nginx_container)"
+  docker exec "$nginx" getent ahostsv4 "$LIVE_ALIAS" | awk '{ print $1 }' | grep -qx "$address" ||
+    { echo "live at $address, but nginx's DNS does not list it"; return; }
+  docker exec "$nginx" bash -c "exec 3<>/dev/tcp/$address/8000" 2>/dev/null ||
+    echo "live at $address, but nginx cannot connect to it"
+}
+
+# /health/ready through nginx, as a load balancer asks it: prints the answer's release id, or
+# fails on anything but a 200 (and tells why, unless $1 is "quiet").
 ready_through_nginx() {
   local domain port body
   domain="$(env_value DOMAIN)"
@@ -134,41 +172,44 @@ ready_through_nginx() {
   port="${port:-443}"
   if ! body="$(curl --silent --show-error --fail --insecure --max-time 5 \
     --resolve "$domain:$port:127.0.0.1" "https://$domain:$port/health/ready" 2>&1)"; then
-    echo "deploy: gate: ${body:0:300}" >&2
+    [[ ${1:-} == quiet ]] || echo "deploy: gate: ${body:0:300}" >&2
     return 1
   fi
   sed -n 's/.*"releaseId": *"\([0-9a-f]*\)".*/\1/p' <<<"$body"
 }
 
-# What a load balancer sees after a switch: once nginx's new workers answer (a reload takes
-# effect within moments; the old workers answer until then), GATE_CHECKS answers in a row, a
-# second apart, each 200 from release $1. The first other answer fails the gate, so a bad
-# release serves no longer than that.
+# What a load balancer sees once the new replicas are live: readiness through nginx, half a
+# second apart, until GATE_CHECKS answers came from release $1 (nginx sees new replicas within
+# a second or two, then shares requests among old and new). Every answer must be a 200, from
+# either release: the first other answer fails the gate, so a bad release serves no longer
+# than that. With $2 = "first" (nothing served before), answers may fail for up to 10 s,
+# until nginx has resolved the first replicas.
 gate() {
-  local check answer="" waited
-  for ((waited = 0; waited < 20; waited++)); do
-    answer="$(ready_through_nginx)" || return 1
-    [[ $answer == "$1" ]] && break
+  local answer polls from_new=0 answered=""
+  for ((polls = 0; polls < GATE_CHECKS * 8; polls++)); do
+    if [[ ${2:-} == first && -z $answered ]] && ((polls < 20)); then
+      answer="$(ready_through_nginx quiet)" && answered=yes
+    else
+      answer="$(ready_through_nginx)" || return 1
+    fi
+    if [[ $answer == "$1" ]] && ((++from_new >= GATE_CHECKS)); then return 0; fi
     sleep 0.5
   done
-  [[ $answer == "$1" ]] || {
-    echo "deploy: gate: nginx still answers with release ${answer:-?} after 10 s" >&2
-    return 1
-  }
-  for ((check = 2; check <= GATE_CHECKS; check++)); do
-    sleep 1
-    answer="$(ready_through_nginx)" || return 1
-    [[ $answer == "$1" ]] || {
-      echo "deploy: gate: check $check of $GATE_CHECKS answered by release ${answer:-?}" >&2
-      return 1
-    }
-  done
+  echo "deploy: gate: $from_new of $GATE_CHECKS answers came from release $1 in $polls polls" >&2
+  return 1
 }
 
+# Stop replicas gracefully, DRAIN_BATCH at a time: each closes its listener at once (nginx
+# sends its requests to the others, nothing having been sent), finishes what it holds, and
+# leaves DNS when it has stopped.
 drain() {
   (($#)) || return 0
-  say "draining ${#@} old replica(s)"
-  docker stop --time "$DRAIN_TIMEOUT" "$@" >/dev/null
+  local -a ids=("$@")
+  local i
+  say "draining $# replica(s)"
+  for ((i = 0; i < ${#ids[@]}; i += DRAIN_BATCH)); do
+    docker stop --time "$DRAIN_TIMEOUT" "${ids[@]:i:DRAIN_BATCH}" >/dev/null
+  done
   docker rm "$@" >/dev/null
 }
 
@@ -181,7 +222,7 @@ nginx_content() {
 }
 
 release() { # release <sha> <migrate: yes|no> <action>
-  local sha="$1" migrate="$2" action="$3" current registry replicas
+  local sha="$1" migrate="$2" action="$3" current registry replicas live
   local -a old new
   current="$(current_release)"
   registry="$(env_value REGISTRY)"
@@ -207,8 +248,11 @@ release() { # release <sha> <migrate: yes|no> <action>
     say "starting the whole stack on $sha"
     compose up --detach --wait --wait-timeout "$READY_TIMEOUT" --scale web="$replicas" ||
       die "the stack did not become healthy" "read \`$0 status\` and the logs (docker compose logs web nginx)"
+    live="$(live_network)"
+    mapfile -t new < <(web_replicas)
+    go_live "${new[@]}"
     step="gate"
-    gate "$sha" || die "readiness through nginx did not pass" "read the gate lines above"
+    gate "$sha" first || die "readiness through nginx did not pass" "read the gate lines above"
   else
     step="start"
     say "starting $replicas replica(s) of $sha beside ${#old[@]} of ${current:-the running release}"
@@ -222,7 +266,7 @@ release() { # release <sha> <migrate: yes|no> <action>
         "read their log lines above, fix the release, deploy again"
     fi
 
-    step="switch"
+    step="go live"
     local running_nginx next_nginx
     running_nginx="$(docker inspect --format '{{.Image}}' "$(compose ps --quiet nginx)")"
     next_nginx="$(docker image inspect --format '{{.Id}}' "$registry/flask-kit-nginx:$sha")"
@@ -231,19 +275,22 @@ release() { # release <sha> <migrate: yes|no> <action>
       compose up --detach --no-deps --wait --wait-timeout "$READY_TIMEOUT" nginx >/dev/null 2>&1 ||
         die "the new nginx did not start" "read docker compose logs nginx"
     fi
-    say "switching nginx to the new replicas"
-    if ! switch_nginx "${new[@]}"; then
+    say "making the new replicas live beside the old"
+    live="$(live_network)"
+    # The old replicas too, should they not be live (a stack started before this script made
+    # replicas live): nothing changes for those that are.
+    if [[ -z $live ]] || ! go_live "${old[@]}" "${new[@]}"; then
       docker rm --force "${new[@]}" >/dev/null
-      die "nginx refused the switch (removed the new replicas; $current still serves)" "read the nginx lines above"
+      die "the new replicas could not join nginx's live network (removed; $current still serves)" \
+        "check that nginx runs with docker-compose.prod.yml's networks (docker compose up --detach nginx)"
     fi
 
     step="gate"
     if ! gate "$sha"; then
-      say "the gate failed: switching back to $current"
+      say "the gate failed: draining $sha's replicas; $current's never stopped serving"
       export TAG="$current"
-      switch_nginx "${old[@]}"
       drain "${new[@]}" # gracefully: they were serving
-      die "readiness through nginx failed after the switch; rolled back to $current automatically" \
+      die "readiness through nginx failed once $sha was live; rolled back to $current automatically" \
         "read the gate lines above, fix the release, deploy again"
     fi
     step="drain"
@@ -273,8 +320,11 @@ prune() {
   done
 }
 
+# Every replica: its state, its image, ready or not (asked inside its container), and whether
+# nginx reaches it. Exits 1 if any replica is not ready or not reached, naming the fix.
 status() {
-  local id
+  local id problems=0 why
+  live="$(live_network)"
   echo "current release: $(current_release)"
   echo "history (newest last):"
   if [[ -f $HISTORY ]]; then tail -n 10 "$HISTORY" | sed 's/^/  /'; fi
@@ -283,33 +333,49 @@ status() {
     local state ready=not-ready
     state="$(docker inspect --format '{{.State.Status}} {{.Config.Image}}' "$id")"
     replica_ready "$id" && ready=ready
-    echo "  $(container_name "$id") $state $ready"
+    why="$(unreachable_why "$id")"
+    [[ $ready == ready && -z $why ]] || ((++problems))
+    echo "  $(container_name "$id") $state $ready ${why:-live}"
   done
+  if ((problems)); then
+    echo "deploy: error: $problems replica(s) not serving; fix: $0 scale $(env_value WEB_REPLICAS) makes ready replicas live and replaces the rest" >&2
+    return 1
+  fi
 }
 
+# Run `want` replicas of the current release, all live. A replica that is ready but that nginx
+# does not reach (started by a bare `docker compose up`, or cut off from the live network) is
+# made live; one that is not ready is replaced.
 scale() {
-  local want="$1" current
-  local -a running keep
+  local want="$1" current id
+  local -a running=() ready_ones=() broken=() added=()
   current="$(current_release)"
   export TAG="$current"
-  mapfile -t running < <(web_replicas)
+  live="$(live_network)"
+  [[ -n $live ]] || die "nginx is not running on the live network" "deploy a release first ($0 deploy <sha>)"
   step="scale"
-  if ((want > ${#running[@]})); then
-    compose up --detach --no-deps --no-recreate --scale web="$want" web >/dev/null 2>&1 ||
-      die "the new replicas could not be created" "read docker compose logs web"
-    mapfile -t keep < <(web_replicas)
-    local -a added
-    mapfile -t added < <(comm -13 <(printf '%s\n' "${running[@]}" | sort) <(printf '%s\n' "${keep[@]}" | sort))
+  mapfile -t running < <(web_replicas)
+  for id in "${running[@]}"; do
+    if replica_ready "$id"; then ready_ones+=("$id"); else broken+=("$id"); fi
+  done
+  if ((${#broken[@]})); then
+    say "replacing ${#broken[@]} replica(s) that are not ready: $(for id in "${broken[@]}"; do container_name "$id"; done | paste -sd ' ')"
+  fi
+  if ((want > ${#ready_ones[@]})); then
+    compose up --detach --no-deps --no-recreate --scale web=$((${#running[@]} + want - ${#ready_ones[@]})) web \
+      >/dev/null 2>&1 || die "the new replicas could not be created" "read docker compose logs web"
+    mapfile -t added < <(comm -13 <(printf '%s\n' "${running[@]}" | sort) <(web_replicas | sort))
     wait_ready "${added[@]}" || {
       docker rm --force "${added[@]}" >/dev/null
       die "the added replicas failed: $not_ready (removed)" "read their log lines above"
     }
-    switch_nginx "${keep[@]}"
-  elif ((want < ${#running[@]})); then
-    keep=("${running[@]:0:want}")
-    switch_nginx "${keep[@]}"
-    drain "${running[@]:want}"
+    ready_ones+=("${added[@]}")
   fi
+  for id in "${ready_ones[@]:0:want}"; do
+    [[ -n "$(live_address "$id")" ]] || say "making $(container_name "$id") live: nginx did not reach it"
+  done
+  go_live "${ready_ones[@]:0:want}"
+  drain "${ready_ones[@]:want}" "${broken[@]}"
   set_env_value WEB_REPLICAS "$want"
   say "$want web replica(s) of $current"
 }
@@ -334,6 +400,7 @@ main() {
     status
     return
   fi
+  local live # the live network's name, once nginx runs
 
   # One deploy at a time: the lock dies with this process, so a crash cannot leave it held.
   exec 9>>"$LOCK"

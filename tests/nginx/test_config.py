@@ -201,16 +201,54 @@ def test_proxied_locations_use_the_proxy_snippet(template):
             assert "include snippets/proxy.conf;" in directives, header
 
 
-def test_upstream_hook_names_every_target_and_keeps_a_deployed_list(nginx_prefix):
+def test_upstream_hook_names_every_target_once_resolved_by_default(nginx_prefix):
     first = write_upstream(nginx_prefix, "web:8000 other:8000")
     listed = (nginx_prefix / "upstream.d" / "web.conf").read_text()
-    (nginx_prefix / "upstream.d" / "web.conf").write_text("server fk-web-3:8000;\n")  # as deploy.sh writes it
-    again = write_upstream(nginx_prefix, "web:8000")
+    again = write_upstream(nginx_prefix, "web:8000")  # a restart writes the list afresh
 
     assert first.returncode == again.returncode == 0
     assert listed == "server web:8000;\nserver other:8000;\n"
-    assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == "server fk-web-3:8000;\n"
-    assert "keeping" in again.stdout
+    assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == "server web:8000;\n"
+
+
+def fake_nginx(directory: Path, version: str) -> str:
+    """A PATH whose `nginx -v` reports `version`, as nginx does (on stderr)."""
+    directory.mkdir(exist_ok=True)
+    script = directory / "nginx"
+    script.write_text(f"#!/bin/sh\necho 'nginx version: nginx/{version}' >&2\n")
+    script.chmod(0o755)
+    return f"{directory}:{os.environ['PATH']}"
+
+
+@pytest.mark.parametrize("version", ["1.27.3", "1.28.0", "1.30.6"])
+def test_upstream_hook_re_resolves_through_the_resolver_on_nginx_1_27_3_and_later(nginx_prefix, tmp_path, version):
+    result = write_upstream(nginx_prefix, "web-live:8000", resolver="127.0.0.11",
+                            path=fake_nginx(tmp_path / "bin", version))
+
+    assert result.returncode == 0, result.stderr
+    assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == (
+        "resolver 127.0.0.11 valid=1s ipv6=off;\nresolver_timeout 2s;\nserver web-live:8000 resolve;\n")
+    assert "re-resolved through 127.0.0.11" in result.stdout
+
+
+@pytest.mark.parametrize("version", ["1.27.2", "1.26.3", "1.22.1"])
+def test_upstream_hook_refuses_a_resolver_on_an_older_nginx_and_names_the_fix(nginx_prefix, tmp_path, version):
+    result = write_upstream(nginx_prefix, "web-live:8000", resolver="127.0.0.11",
+                            path=fake_nginx(tmp_path / "bin", version))
+
+    assert result.returncode == 1
+    assert f"nginx {version} cannot re-resolve" in result.stderr and "fix: " in result.stderr
+    assert not (nginx_prefix / "upstream.d" / "web.conf").exists()
+
+
+def test_upstream_hook_checks_the_real_nginx_it_runs_with(nginx_prefix):
+    """This machine's nginx is Debian 12's 1.22: refused, by its own `nginx -v`."""
+    real = subprocess.run(["nginx", "-v"], capture_output=True, text=True, env={"PATH": "/usr/sbin:/usr/bin"})
+    version = real.stderr.strip().rsplit("/", 1)[1]
+    result = write_upstream(nginx_prefix, "web-live:8000", resolver="127.0.0.11",
+                            path=f"/usr/sbin:{os.environ['PATH']}")
+
+    assert result.returncode == (0 if tuple(map(int, version.split("."))) >= (1, 27, 3) else 1), result.stderr
 
 
 def test_upstream_hook_is_executable_and_shellcheck_clean():

@@ -19,6 +19,7 @@ import secrets
 import socket
 import ssl
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,8 +151,9 @@ def run_migrations(env: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def running_nginx(upstream_port: int, gunicorn: GunicornServer | None = None) -> Iterator[Stack]:
-    nginx = NginxServer(upstream_port)
+def running_nginx(upstream_port: int, gunicorn: GunicornServer | None = None,
+                  other_upstreams: tuple[str, ...] = ()) -> Iterator[Stack]:
+    nginx = NginxServer(upstream_port, other_upstreams=other_upstreams)
     try:
         nginx.start()
         yield Stack(nginx, gunicorn)
@@ -686,6 +688,35 @@ def test_upstream_down_gets_nginx_json_503_and_the_log_keeps_the_cause():
     assert_security_headers(response)
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
     assert (entries[0]["status"], entries[0]["upstream_status"]) == (503, "502")
+
+
+def test_a_replica_that_never_completes_the_handshake_holds_a_request_500_ms_not_seconds(stack):
+    """A crashed replica's old address: SYNs go unanswered. Here a listener whose one-slot accept
+    queue is full, which makes Linux drop them. nginx gives up connecting after 500 ms
+    (proxy_connect_timeout, snippets/proxy.conf) and passes the request to the next replica,
+    having sent nothing, so even a POST is safe to pass on."""
+    hole = socket.create_server(("127.0.0.1", 0), backlog=0)
+    hole_port = hole.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(hole.getsockname())
+    try:
+        with running_nginx(stack.gunicorn.port, stack.gunicorn,
+                           other_upstreams=(f"127.0.0.1:{hole_port}",)) as two:
+            timings = []
+            for _ in range(4):  # round robin: at least one of them is sent to the hole first
+                started = time.monotonic()
+                timings.append((two.https("GET", "/health").status, time.monotonic() - started))
+            timed_out = wait_for_log(lambda: two.nginx.stderr_log.read_text().splitlines(),
+                                     lambda line: "upstream timed out" in line, "nginx's connect timeout")
+    finally:
+        for sock in (*fillers, hole):
+            sock.close()
+
+    assert [status for status, _ in timings] == [200] * 4
+    assert max(seconds for _, seconds in timings) < 3, timings  # a generous bound on the 500 ms
+    assert "while connecting to upstream" in timed_out[0] and f":{hole_port}" in timed_out[0]
 
 
 # --- Rate limit (last: it drains the bucket before returning) -------------------------------
