@@ -268,7 +268,7 @@ release() { # release <sha> <migrate: yes|no> <action>
 
     step="go live"
     local running_nginx next_nginx
-    running_nginx="$(docker inspect --format '{{.Image}}' "$(compose ps --quiet nginx)")"
+    running_nginx="$(docker inspect --format '{{.Image}}' "$(nginx_container)")"
     next_nginx="$(docker image inspect --format '{{.Id}}' "$registry/flask-kit-nginx:$sha")"
     if [[ $running_nginx != "$next_nginx" && "$(nginx_content "$running_nginx")" != "$(nginx_content "$next_nginx")" ]]; then
       say "nginx's configuration or static files changed: replacing nginx"
