@@ -40,8 +40,11 @@ bind = env("GUNICORN_BIND", "127.0.0.1:8000")
 # Gunicorn's default: 1.
 workers = int(env("WEB_CONCURRENCY", str(available_cpus())))
 # Cooperative I/O: a slow query or upstream call parks one greenlet, not the whole worker.
+# gevent's worker, whose stop answers every connection the kernel had already queued for it
+# instead of resetting it (app/gunicorn_worker.py): a release then drops no request.
 # Default: sync. Set GUNICORN_WORKER_CLASS=sync to debug without gevent.
-worker_class = env("GUNICORN_WORKER_CLASS", "gevent")
+GEVENT_WORKERS = ("gevent", "app.gunicorn_worker.DrainingGeventWorker")
+worker_class = env("GUNICORN_WORKER_CLASS", GEVENT_WORKERS[1])
 # Concurrent requests per gevent worker. Database work is bounded separately by the SQLAlchemy
 # pool (DB_POOL_SIZE + DB_MAX_OVERFLOW), so this mostly bounds slow clients. Default: 1000.
 worker_connections = int(env("GUNICORN_WORKER_CONNECTIONS", "1000"))
@@ -52,7 +55,7 @@ timeout = int(env("GUNICORN_TIMEOUT", "30"))
 # must be longer, or Docker SIGKILLs them mid-request. Default: 30.
 graceful_timeout = int(env("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 # Idle keep-alive connections from nginx stay open this long. It must exceed nginx's upstream
-# keepalive_timeout (10s), so nginx always closes first and never reuses a socket Gunicorn is
+# keepalive_timeout (4s), so nginx always closes first and never reuses a socket Gunicorn is
 # closing. Default: 2.
 keepalive = int(env("GUNICORN_KEEPALIVE", "75"))
 # Never recycle workers by default. Without preload, each recycle re-imports the app (~0.7 s of
@@ -73,7 +76,7 @@ worker_tmp_dir = env("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/de
 # any import (the launcher above): an app imported unpatched would keep blocking sockets and
 # locks in every worker. The master opens no connection to Postgres or Redis (pools fill in
 # the workers), so no socket is shared across the fork. Default: False.
-preload_app = worker_class == "gevent" and "gevent.monkey" in sys.modules and \
+preload_app = worker_class in GEVENT_WORKERS and "gevent.monkey" in sys.modules and \
     sys.modules["gevent.monkey"].is_module_patched("socket")
 
 # --- Limits ---------------------------------------------------------------------------------

@@ -159,21 +159,25 @@ if [[ "${{1:-}} ${{2:-}} ${{3:-}}" == "run --rm certbot" ]]; then
   exec {certbot} "$@" {certbot_directories}
 elif [[ "$*" == "exec -T nginx nginx -s reload" ]]; then
   exec {reload}
+elif [[ "$*" == "exec -T nginx sha256sum /etc/nginx/certs/fullchain.pem" ]]; then
+  exec sha256sum {cert_dir}/fullchain.pem
 fi
 echo "compose-shim: error: not a call the shim maps: $*" >&2
 exit 64
 """
 
 
-def compose_shim(path: Path, certbot: Certbot, reload_nginx: list[str]) -> Path:
-    """Write an executable stand-in for `docker compose` (COMPOSE=<path>) that maps the two calls
+def compose_shim(path: Path, certbot: Certbot, reload_nginx: list[str], cert_dir: Path) -> Path:
+    """Write an executable stand-in for `docker compose` (COMPOSE=<path>) that maps the calls
     scripts/renew-certificates.sh makes, exactly as it makes them, to real commands: `run --rm
-    certbot ARGS` to certbot ARGS, `exec -T nginx nginx -s reload` to `reload_nginx`. Any other
-    call fails, so a change in the script's Compose command line fails the test too."""
+    certbot ARGS` to certbot ARGS, `exec -T nginx nginx -s reload` to `reload_nginx`, and the
+    checksum of nginx's certificate to that of `cert_dir`'s. Any other call fails, so a change in
+    the script's Compose command line fails the test too."""
     path.write_text(_COMPOSE_SHIM.format(
         certbot=shlex.quote(find_binary("certbot")),
         certbot_directories=shlex.join(certbot.directories()),
         reload=shlex.join(reload_nginx),
+        cert_dir=shlex.quote(str(cert_dir)),
     ))
     path.chmod(0o755)
     return path

@@ -248,10 +248,13 @@ def migrate_to_head(database_url: str) -> None:
 
 class RegistryServer:
     """Debian's docker-registry (the CNCF distribution registry) on a loopback port. Docker
-    treats registries on 127.0.0.0/8 as insecure-allowed, so plain HTTP works unconfigured."""
+    treats registries on 127.0.0.0/8 as insecure-allowed, so plain HTTP works unconfigured.
+    Its blobs go under `storage` (default: the workdir's data/); a storage kept between runs
+    makes a push send only the layers that changed."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, storage: Path | None = None):
         self.workdir = workdir
+        self.storage = storage or workdir / "data"
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -263,7 +266,7 @@ class RegistryServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.yml"
         config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n"
-                          f"    rootdirectory: {self.workdir / 'data'}\nhttp:\n  addr: {self.address}\n")
+                          f"    rootdirectory: {self.storage}\nhttp:\n  addr: {self.address}\n")
         with open(self.workdir / "registry.log", "ab") as log:
             self.proc = subprocess.Popen([find_binary("docker-registry"), "serve", str(config)],
                                          stdout=log, stderr=subprocess.STDOUT)

@@ -8,8 +8,10 @@
 ###   certbot renews only certificates close to expiry and does nothing
 ###   otherwise, so a daily run is cheap. The deploy hook recorded when the
 ###   certificate was issued (docs/certificates.md) copies a renewed one into
-###   the volume nginx reads; the reload makes nginx use it without dropping
-###   connections.
+###   the volume nginx reads. nginx is reloaded only when that file changed:
+###   a reload closes idle client keep-alive connections, and a request sent
+###   on one at that moment gets no answer, so it happens every ~60 days, not
+###   daily.
 ###   --dry-run  rehearse against Let's Encrypt's staging server; changes nothing
 ###   COMPOSE    the Compose command (default: docker compose)
 set -o errexit -o nounset -o pipefail
@@ -48,8 +50,20 @@ esac
 read -r -a compose <<<"${COMPOSE:-docker compose}"
 compose+=(--file docker-compose.yml --file docker-compose.prod.yml)
 
+# What nginx serves, as the deploy hook installs it (docker-compose.prod.yml's certs volume).
+served_certificate() {
+  "${compose[@]}" exec -T nginx sha256sum /etc/nginx/certs/fullchain.pem ||
+    die "cannot read nginx's certificate; fix: start nginx (docker compose up --detach nginx): certbot validates through it"
+}
+
+before="$(served_certificate)"
 echo "renew-certificates: certbot ${certbot_args[*]}"
 "${compose[@]}" run --rm certbot "${certbot_args[@]}"
-echo "renew-certificates: reloading nginx"
-"${compose[@]}" exec -T nginx nginx -s reload
+if [[ "$(served_certificate)" == "$before" ]]; then
+  echo "renew-certificates: certificate unchanged: nginx not reloaded"
+else
+  echo "renew-certificates: certificate renewed: reloading nginx"
+  "${compose[@]}" exec -T nginx nginx -s reload ||
+    die "nginx did not reload; fix: docker compose exec nginx nginx -s reload (it serves the old certificate until then)"
+fi
 echo "renew-certificates: done"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -16,8 +17,11 @@ import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
 
+import gevent
 import pytest
+from gevent import socket as gevent_socket
 
+from app.gunicorn_worker import DrainingListener
 from harness import REPO, VENV_BIN
 from harness.servers import GEVENT_LAUNCHER, migrated_postgres
 from harness.wait import wait_for
@@ -127,7 +131,7 @@ def test_a_bad_configuration_exits_4_with_one_line_every_time(app_env, change, l
     at once sometimes ended in a HaltServer traceback and exit 1, and printed the line twice."""
     env = {**app_env, "APP_ENV": "production", "SECRET_KEY": "k3Vq9x-2LrT8pZ0wYb6NcJ4hFm1sUe7aGd5QoXiR",
            "GUNICORN_BIND": "127.0.0.1:0", "WEB_CONCURRENCY": "2", "PATH": "/usr/bin:/bin", **change}
-    for _ in range(5):
+    for _ in range(3):
         result = subprocess.run([*launcher, "--config", "gunicorn.conf.py", "wsgi:app"],
                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
@@ -289,3 +293,101 @@ def test_gevent_requests_on_a_frozen_redis_end_within_its_timeout(start_gunicorn
 
     assert me[0] == 503 and health[0] == 200
     assert get(f"{server.url}/api/auth/me", opener=opener)[0] == 200
+
+
+QUEUED = 20  # connections queued on the listener while the workers' loops are held
+
+
+def test_a_stopping_gunicorn_answers_every_connection_it_had_queued(start_gunicorn, app_env, tmp_path):
+    """One request in each worker holds its event loop (as CPU-bound work does) while clients
+    connect: the kernel queues their connections on the listener. The master is told to stop
+    meanwhile. Once the loops are free, every queued connection is answered, then the listener
+    closes and Gunicorn exits 0."""
+    server = start_gunicorn({**app_env, "WEB_CONCURRENCY": "2"}, app_module="tests.support.testing_wsgi:app")
+    release = tmp_path / "release"
+    holders: list[socket.socket] = []
+    clients: list[socket.socket] = []
+    try:
+        for number in range(2):  # the first holds one loop, so only the other worker takes the next
+            marker = tmp_path / f"held-{number}"
+            holders.append(socket.create_connection(("127.0.0.1", server.port), timeout=20))
+            body = json.dumps({"marker": str(marker), "until": str(release)}).encode()
+            holders[-1].sendall(b"POST /_test/hold-the-loop HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            wait_for(marker.exists, 10, f"worker loop {number + 1} held")
+        clients.extend(socket.create_connection(("127.0.0.1", server.port), timeout=20) for _ in range(QUEUED))
+        for client in clients:
+            client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: any("Handling signal: term" in line for line in server.log_lines()), 10, "the master stopping")
+        release.touch()
+
+        assert all(read_until_closed(holder).startswith(b"HTTP/1.1 200 OK") for holder in holders)
+        answers = [read_until_closed(client) for client in clients]
+        assert [answer.split(b"\r\n", 1)[0] for answer in answers] == [b"HTTP/1.1 200 OK"] * QUEUED
+        assert server.proc.wait(30) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+    finally:
+        release.touch()
+        for client in [*holders, *clients]:
+            client.close()
+
+
+def read_until_closed(client: socket.socket) -> bytes:
+    """Everything the server sent until it closed the connection; b"" if it reset it unanswered."""
+    received = b""
+    try:
+        while chunk := client.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_a_reload_keeps_the_listener_taking_connections(start_gunicorn, app_env):
+    """SIGHUP replaces the workers on the same listener: an old worker closing its copy of the
+    listener must not stop it taking connections for the new ones."""
+    server = start_gunicorn({**app_env, "WEB_CONCURRENCY": "2"})
+    old = set(server.worker_pids())
+
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: len(set(server.worker_pids()) - old) == 2 and not old & set(server.worker_pids()), 30,
+             "two new workers, the old ones gone")
+
+    for _ in range(20):  # new connections, each to whichever worker accepts it
+        assert get(f"{server.url}/health", timeout=5)[0] == 200
+
+
+def test_the_draining_listener_hands_over_every_queued_connection_before_it_closes():
+    """app/gunicorn_worker.py's close(), on a bare listener: gevent's own worker closes the
+    listener as it is, and the kernel resets the connections still queued on it; this one
+    accepts each, hands it to the worker, and only then closes."""
+    listener = gevent_socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    address = listener.getsockname()
+    handed: list[bytes] = []
+
+    def handle(_listener, client, _address):
+        with client:
+            handed.append(client.recv(16))
+            client.sendall(b"answer")
+
+    draining = DrainingListener(listener, handle)
+    clients = [socket.create_connection(address, timeout=5) for _ in range(3)]
+    try:
+        for number, client in enumerate(clients):
+            client.sendall(b"request %d" % number)
+
+        draining.close()
+        gevent.joinall(draining.drained, timeout=5)
+
+        assert sorted(handed) == [b"request 0", b"request 1", b"request 2"]
+        assert [client.recv(16) for client in clients] == [b"answer"] * 3
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=5).close()
+    finally:
+        for client in clients:
+            client.close()

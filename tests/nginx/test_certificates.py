@@ -22,6 +22,7 @@ from harness import REPO
 from harness.acme import Certbot, PebbleServer, compose_shim
 from harness.https import SERVER_NAME, Client, LoopbackHTTPSConnection, tls_context
 from harness.load import LoadRun
+from harness.process import child_pids
 from harness.stack import NativeStack
 from harness.wait import wait_for
 
@@ -141,7 +142,7 @@ def deploy_dir(tmp_path, stack, certbot) -> Path:
     the real certbot and nginx."""
     for name in ("docker-compose.yml", "docker-compose.prod.yml"):
         shutil.copy(REPO / name, tmp_path / name)
-    compose_shim(tmp_path / "compose", certbot, reload_nginx(stack))
+    compose_shim(tmp_path / "compose", certbot, reload_nginx(stack), stack.nginx.prefix / "certs")
     return tmp_path
 
 
@@ -166,11 +167,17 @@ def test_certbot_issues_through_nginx_and_the_deploy_hook_installs_it(stack, peb
     assert challenges and all('"status":200' in line for line in challenges)
 
 
-def test_renewal_script_leaves_a_certificate_that_is_not_due(stack, pebble_root, certbot, issued, deploy_dir):
+def test_renewal_script_leaves_a_certificate_that_is_not_due_and_nginx_unreloaded(stack, pebble_root, certbot,
+                                                                                  issued, deploy_dir):
+    """The daily run that renews nothing does not reload nginx: a reload closes idle client
+    connections, racing any request sent on one. nginx's workers are the same processes after."""
     before = serial_of(certbot.live(SERVER_NAME) / "cert.pem")
+    workers = set(child_pids(stack.nginx.proc.pid))
     result = renew(deploy_dir, certbot)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "not yet due for renewal" in result.stdout + result.stderr
+    assert "renew-certificates: certificate unchanged: nginx not reloaded" in result.stdout
+    assert set(child_pids(stack.nginx.proc.pid)) == workers
     assert serial_of(certbot.live(SERVER_NAME) / "cert.pem") == before
     assert int(served_certificate(stack.nginx.https_port, pebble_root)["serial"], 16) == before
 
@@ -238,7 +245,7 @@ def test_renewal_script_renews_under_load_and_the_reload_drops_no_request(stack,
     assert summary["failed"] == 0, [o for o in load.recorder.outcomes if not o.ok][:5]
     assert set(serials.values()) == {before, renewed}
     assert summary["by_op"]["keep-alive"] >= 50
-    assert "renew-certificates: reloading nginx" in result.stdout
+    assert "renew-certificates: certificate renewed: reloading nginx" in result.stdout
     # the renewal proved control again, through nginx under load (pebble reuses no authorization)
     assert len(challenge_fetches(stack)) > fetches_before
     served = served_certificate(stack.nginx.https_port, pebble_root)

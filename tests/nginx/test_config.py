@@ -207,8 +207,9 @@ def test_upstream_hook_names_every_target_once_resolved_by_default(nginx_prefix)
     again = write_upstream(nginx_prefix, "web:8000")  # a restart writes the list afresh
 
     assert first.returncode == again.returncode == 0
-    assert listed == "server web:8000;\nserver other:8000;\n"
-    assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == "server web:8000;\n"
+    assert listed == ("server web:8000 max_fails=1 fail_timeout=2s;\n"
+                      "server other:8000 max_fails=1 fail_timeout=2s;\n")
+    assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == "server web:8000 max_fails=1 fail_timeout=2s;\n"
 
 
 def fake_nginx(directory: Path, version: str) -> str:
@@ -227,7 +228,8 @@ def test_upstream_hook_re_resolves_through_the_resolver_on_nginx_1_27_3_and_late
 
     assert result.returncode == 0, result.stderr
     assert (nginx_prefix / "upstream.d" / "web.conf").read_text() == (
-        "resolver 127.0.0.11 valid=1s ipv6=off;\nresolver_timeout 2s;\nserver web-live:8000 resolve;\n")
+        "resolver 127.0.0.11 valid=1s ipv6=off;\nresolver_timeout 2s;\n"
+        "server web-live:8000 resolve max_fails=1 fail_timeout=2s;\n")
     assert "re-resolved through 127.0.0.11" in result.stdout
 
 

@@ -3,6 +3,9 @@
 Served by the real Gunicorn in tests: `tests.support.testing_wsgi:app`.
 """
 
+import os
+import time
+
 from flask import request, session
 from sqlalchemy import select, text
 
@@ -38,3 +41,15 @@ def slow_query():
     seconds = float(request.args.get("seconds", "2"))
     db.session.execute(text("SELECT pg_sleep(:seconds)"), {"seconds": seconds})
     return {"slept": seconds}
+
+
+@app.post("/_test/hold-the-loop")
+def hold_the_loop():
+    """Blocks the worker's whole event loop, as CPU-bound work does, until the file named in the
+    body exists (10 s at most); `marker` is created first, to say the loop is held."""
+    paths = request.get_json()
+    open(paths["marker"], "w").close()
+    deadline = time.monotonic() + 10
+    while not os.path.exists(paths["until"]) and time.monotonic() < deadline:
+        pass  # no yield to gevent: nothing else in this worker runs
+    return {"held": True}

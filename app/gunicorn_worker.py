@@ -1,0 +1,59 @@
+"""The Gunicorn worker class (gunicorn.conf.py's default): gevent's, whose listener takes every
+connection the kernel has queued for it before it closes.
+
+A stopping gevent worker stops its accept loop and closes the listening socket. Connections the
+kernel completed in between (handshake done, not yet accepted) are reset by the close, and nginx
+had already sent a request on each: it passes a GET on to another replica, but not a POST, whose
+client then gets a 502. During a release nginx keeps opening connections to a draining replica
+until it leaves DNS, so under load some land in that gap, which is as long as the event loop's
+turn between the last accept and the close (milliseconds on a busy worker).
+
+Here the listener's close first accepts, without yielding to the event loop, whatever is queued,
+and hands each connection to the worker like any other; the gap left is the few microseconds
+between the last empty accept and the close. A connection nginx opens after it is refused, and
+nginx sends its request to another replica, nothing sent, which is safe for any method.
+"""
+
+from __future__ import annotations
+
+import gevent
+from gunicorn.workers.ggevent import GeventWorker
+
+
+class DrainingListener:
+    """A listening socket (Gunicorn's, which proxies a gevent socket) whose close() first takes
+    every queued connection and hands it to `handle(listener, client, address)`."""
+
+    def __init__(self, listener, handle):
+        self._listener = listener
+        self._handle = handle
+        self.drained: list[gevent.Greenlet] = []
+
+    def __getattr__(self, name):
+        return getattr(self._listener, name)
+
+    def close(self) -> None:
+        self._listener.setblocking(False)
+        while True:
+            try:
+                client, address = self._listener.accept()
+            except BlockingIOError:
+                break  # nothing queued
+            except OSError:
+                break  # already closed
+            self.drained.append(gevent.spawn(self._handle, self._listener, client, address))
+        self._listener.close()
+
+
+class DrainingGeventWorker(GeventWorker):
+    """gevent's worker, whose stop leaves no accepted connection unanswered."""
+
+    def run(self):
+        listeners = [DrainingListener(listener, self.handle) for listener in self.sockets]
+        self.sockets = listeners
+        super().run()  # returns once its own connections are done, or at graceful_timeout
+        drained = [greenlet for listener in listeners for greenlet in listener.drained]
+        if drained:
+            self.log.info("Worker drained (pid:%s): %d connection(s) were queued at the close",
+                          self.pid, len(drained))
+            gevent.joinall(drained, timeout=self.cfg.graceful_timeout)
