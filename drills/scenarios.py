@@ -8,7 +8,9 @@ A drill's fault lasts `hold` seconds: a duration is what the drill is about (Pos
 from __future__ import annotations
 
 import os
+import re
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -19,8 +21,9 @@ from dataclasses import dataclass, field
 
 import psycopg2
 
-from harness.https import Client
+from harness.https import SERVER_NAME, Client
 from harness.load import LoadRun, Recorder
+from harness.process import child_pids, find_binary
 from harness.stack import NativeStack
 from harness.traffic import PASSWORD, SOURCES, Users
 from harness.wait import wait_for
@@ -403,5 +406,56 @@ def _killed_mid_transaction(stack: NativeStack, client: Client, result: DrillRes
     return problems
 
 
+# --- 10: nginx reloaded ------------------------------------------------------------------------
+
+
+def nginx_reloaded(stack: NativeStack, users: Users, reloads: int = 10) -> DrillResult:
+    """`nginx -s reload`, what a certificate renewal does (releases never reload), `reloads` times
+    under two loads at once: the users' (HTTP/1.1 keep-alive, strict clients that never send a
+    request twice) and hey's over HTTP/2 (Go's client). A reload closes the old workers' idle
+    HTTP/1.1 connections, and a request sent on one at that instant gets no answer: counted and
+    reported, as docs/operations.md says, not a broken promise. An HTTP/2 connection gets a
+    GOAWAY naming the last stream the old worker took; the client sends any later one on a new
+    connection, as the protocol allows for any method. The promise: no HTTP/2 request fails."""
+    result = DrillResult("nginx-reloaded", f"nginx reloaded {reloads} times")
+    users.forget_writes()
+    nginx = stack.nginx
+    load = LoadRun(users.operations(True), rate=RATE, duration=reloads * 10 + 60, max_requests=100_000,
+                   workers=WORKERS)
+    bound = reloads * 60 + 60  # the waits below, at most; hey is interrupted when they are done
+    http2 = subprocess.Popen([find_binary("hey"), "-h2", "-z", f"{bound}s", "-c", "4", "-q", "10", "-t", "10",
+                              "-host", SERVER_NAME, f"https://127.0.0.1:{nginx.https_port}/health"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        load.start()
+        recorder = load.recorder
+        wait_for(lambda: _successes(recorder, "read") >= 20, 30, "a healthy baseline")
+        for _ in range(reloads):
+            old = set(child_pids(nginx.proc.pid))
+            nginx.reload()
+            wait_for(lambda old=old: set(child_pids(nginx.proc.pid)).isdisjoint(old), 30, "the old workers gone")
+            served = _successes(recorder, "read")
+            wait_for(lambda served=served: _successes(recorder, "read") >= served + 10, 30, "reads on the new workers")
+    finally:
+        load.stop()
+        recorder = load.join(60)
+        http2.send_signal(signal.SIGINT)  # hey stops and prints its summary
+        hey_output = http2.communicate(timeout=60)[0]
+    users.retry_failed_writes()
+    result.summary = recorder.summary()
+    result.failures = [o for o in recorder.outcomes if not o.ok]
+    failed = Counter(o.op for o in result.failures)
+    result.notes.append(f"HTTP/1.1 keep-alive, strict: {result.summary['failed']} of "
+                        f"{result.summary['requests']} failed ({dict(failed) or 'none'})")
+    answered = sum(int(count) for count in re.findall(r"\[\d{3}\]\s+(\d+) responses", hey_output))
+    errors = sum(int(count) for count in re.findall(r"\[(\d+)\]\t", hey_output.split("Error distribution:")[-1])
+                 ) if "Error distribution:" in hey_output else 0
+    result.notes.append(f"HTTP/2 (hey -h2): {errors} of {answered + errors} failed")
+    if errors or not answered:
+        result.violations.append(f"HTTP/2 requests failed across reloads: {errors} of {answered + errors}")
+    result.violations += users.verify_writes()
+    return result
+
+
 ALL = (postgres_stopped, postgres_frozen, postgres_black_holed, postgres_restarted, redis_stopped_then_frozen,
-       worker_killed, logout_race, login_flood, concurrent_writes)
+       worker_killed, logout_race, login_flood, concurrent_writes, nginx_reloaded)

@@ -69,7 +69,7 @@ def test_gevent_worker_serves_health_while_a_slow_query_runs(start_gunicorn, app
     slow_still_running = thread.is_alive()
     thread.join(15)
 
-    assert "Using worker: gevent" in "\n".join(server.log_lines())
+    assert "Using worker: app.gunicorn_worker.DrainingGeventWorker" in "\n".join(server.log_lines())
     assert status == 200
     assert slow_still_running, "/health waited for the slow query: the worker was blocked"
     assert slow["status"] == 200

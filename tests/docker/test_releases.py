@@ -5,8 +5,9 @@ requests/s and every answer is counted.
 The server is a directory holding only the Compose files and .env (no checkout); the releases
 are images built from this repo and pushed to the registry: A and B (which differ in their
 release id), C (its web exits at boot), and D (ready inside its container, failing readiness
-once it takes traffic through nginx, and bringing a migration of its own). The scenarios run
-in order on one stack, as a server lives through them.
+once it takes traffic through nginx, and bringing a migration of its own); and later this
+checkout's commit, built and pushed by docs/deploy.md §1's own commands. The scenarios run in
+order on one stack, as a server lives through them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,7 +32,7 @@ import pytest
 
 from harness import REPO
 from harness.compose import Stack
-from harness.docker import DockerEngine, cache_dir, compose_binary
+from harness.docker import DockerEngine, cache_dir, compose_binary, docker_client
 from harness.https import exchange, parse_response
 from harness.load import LoadRun, Recorder
 from harness.process import free_port
@@ -55,6 +57,8 @@ class Server:
     path: Path
     env: dict[str, str]
     stack: Stack
+    build_args: dict[str, str]  # what this machine's builds add: the stand-in bases, the wheelhouse
+    documented: str = ""  # the release built as docs/deploy.md says, once it is
 
     def deploy(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         result = subprocess.run([str(DEPLOY), *args], cwd=self.path, env=self.env, capture_output=True, text=True,
@@ -185,7 +189,7 @@ def server(docker_engine, base_images, web_image, tmp_path_factory) -> Iterator[
                   env_file=path / ".env")
     try:
         build_releases(docker_engine, base_images, web_image, registry.address)
-        yield Server(path, env, stack)
+        yield Server(path, env, stack, {**base_images, "WHEELHOUSE": web_image.build_env["WHEELHOUSE"]})
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "45", check=False)
         images = docker_engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
@@ -550,8 +554,70 @@ def test_scale_up_and_down_drops_nothing_and_status_reports_what_nginx_cannot_re
     assert_nothing_left_behind(server)
 
 
-def test_deploy_over_ssh_runs_the_workflows_command(server, users, tmp_path):
-    """Debian's sshd on a loopback port and a key made here; the deploy job's own script."""
+def test_a_running_server_moves_to_docker_secrets(server, users):
+    """docs/operations.md's procedure, up to its deploy: the same passwords into files, .env
+    without them, the servers recreated. The next test's deploy replaces the web replicas."""
+    secrets = {name: server.setting(name) for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")}
+    subprocess.run([str(REPO / "scripts" / "make-secrets.sh"), "--from-env", ".env", "secrets"], cwd=server.path,
+                   check=True, capture_output=True)
+    lines = [line for line in (server.path / ".env").read_text().splitlines()
+             if line.split("=", 1)[0] not in secrets]
+    (server.path / ".env").write_text("\n".join([*lines, f"SECRETS_DIR={server.path / 'secrets'}"]) + "\n")
+    shutil.copy(REPO / "docker-compose.secrets.yml", server.path)
+    server.env["DEPLOY_COMPOSE_FILES"] += " docker-compose.secrets.yml"
+    server.stack.files = (*server.stack.files, server.path / "docker-compose.secrets.yml")
+
+    server.stack.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "120", "db", "redis", "backup")
+    wait_for(lambda: users.ready(0, 0) == 200, 60, "readiness after db and redis restarted")
+
+    assert_secrets_only_in_files(server, "db", "redis", "backup")
+    refused = server.stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False)
+    assert "NOAUTH" in refused.stdout + refused.stderr
+
+
+def assert_secrets_only_in_files(server: Server, *services: str) -> None:
+    """No secret's value in the services' environment, each read from /run/secrets instead."""
+    values = [path.read_text().strip() for path in (server.path / "secrets").iterdir()]
+    for service in services:
+        environment = server.inspect(service, "{{range .Config.Env}}{{println .}}{{end}}")
+        assert not any(value in environment for value in values), service
+        assert "_FILE=/run/secrets/" in environment, service
+
+
+def documented_release_commands() -> str:
+    """The shell block under "A release." in docs/deploy.md §1, as a reader copies it."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    section = text[text.index("**A release.**"):]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def build_as_the_docs_say(server: Server, tmp_path: Path) -> str:
+    """Run docs/deploy.md §1's release commands word for word in this checkout, against the
+    test's registry. Only this machine's differences are added, by a `docker` first on PATH that
+    passes each build the local stand-in bases and the host's wheelhouse (pip inside a build
+    cannot verify PyPI's TLS here); everything else (the images, names, tags, pushes) is the
+    reader's. Returns the release: this checkout's commit."""
+    shim = tmp_path / "bin" / "docker"
+    shim.parent.mkdir()
+    build_args = [f"--build-arg={name}={value}" for name, value in server.build_args.items()]
+    shim.write_text("#!/usr/bin/env bash\n"
+                    f'if [[ $1 == build ]]; then shift; exec {shlex.quote(docker_client())} build '
+                    f'{shlex.join(build_args)} "$@"; fi\n'
+                    f'exec {shlex.quote(docker_client())} "$@"\n')
+    shim.chmod(0o755)
+    env = {**server.env, "PATH": f"{shim.parent}:{os.environ['PATH']}", "REGISTRY": server.setting("REGISTRY")}
+    built = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_release_commands()], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_release_built_as_the_docs_say_deploys_over_ssh_with_the_workflows_command(server, users, tmp_path):
+    """docs/deploy.md §1's build and push, then Debian's sshd on a loopback port, a key made
+    here, and the deploy job's own script. It is also the deploy that ends the move to Docker
+    secrets (the test before): the new web replicas read theirs from files."""
+    server.documented = release = build_as_the_docs_say(server, tmp_path)
     key = tmp_path / "deploy_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     sshd = SshServer(tmp_path / "sshd", (tmp_path / "deploy_key.pub").read_text(),
@@ -565,19 +631,24 @@ def test_deploy_over_ssh_runs_the_workflows_command(server, users, tmp_path):
         env = {"PATH": os.environ["PATH"], "DEPLOY_HOST": "127.0.0.1", "DEPLOY_PORT": str(sshd.port),
                "DEPLOY_USER": "root", "DEPLOY_PATH": str(server.path), "DEPLOY_SSH_KEY_FILE": str(key),
                "DEPLOY_KNOWN_HOSTS_FILE": str(known_hosts)}
-        result = subprocess.run([str(REPO / "scripts" / "deploy-over-ssh.sh"), B], cwd=REPO, env=env,
+        result = subprocess.run([str(REPO / "scripts" / "deploy-over-ssh.sh"), release], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=600)
     finally:
         sshd.stop()
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"deploy: {B} is live" in result.stdout
-    assert server.release_ids() == {B} and server.history() == [A, B, A, B]
+    assert f"deploy: {release} is live" in result.stdout
+    assert server.release_ids() == {release} and server.history() == [A, B, A, release]
     assert_nothing_left_behind(server)
+    assert_secrets_only_in_files(server, "web")
+    client = users.clients[0]
+    for path in ("/health/ready", "/api/notes?per_page=5"):
+        answer = client.request("GET", path)
+        assert answer.status == 200, (path, answer.status, answer.body, failed_in_nginx(server))
     # pruned: the images of releases outside the last three recorded (C and D never were)
     kept = server.stack.engine.docker("image", "ls", "--format", "{{.Tag}}", "--filter",
                                       f"reference={server.setting('REGISTRY')}/*", capture=True).stdout.split()
-    assert set(map(bytes.decode, kept)) == {A, B}
+    assert set(map(bytes.decode, kept)) == {A, B, release}
 
 
 def test_a_second_deploy_is_refused_and_told_who_holds_the_lock(server, users):
@@ -590,32 +661,4 @@ def test_a_second_deploy_is_refused_and_told_who_holds_the_lock(server, users):
 
     assert result.returncode == 1
     assert "another deploy holds the lock" in result.stderr and "pid 4242 (ci)" in result.stderr
-    assert server.history() == [A, B, A, B]
-
-
-def test_a_running_deploy_moves_to_docker_secrets(server, users):
-    """docs/operations.md's procedure: the same passwords into files, .env without them, the
-    servers recreated, then the web replicas replaced by a deploy of the current release."""
-    secrets = {name: server.setting(name) for name in ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")}
-    subprocess.run([str(REPO / "scripts" / "make-secrets.sh"), "--from-env", ".env", "secrets"], cwd=server.path,
-                   check=True, capture_output=True)
-    lines = [line for line in (server.path / ".env").read_text().splitlines()
-             if line.split("=", 1)[0] not in secrets]
-    (server.path / ".env").write_text("\n".join([*lines, f"SECRETS_DIR={server.path / 'secrets'}"]) + "\n")
-    shutil.copy(REPO / "docker-compose.secrets.yml", server.path)
-    server.env["DEPLOY_COMPOSE_FILES"] += " docker-compose.secrets.yml"
-    server.stack.files = (*server.stack.files, server.path / "docker-compose.secrets.yml")
-    current = server.history()[-1]
-
-    server.stack.compose("up", "--detach", "--no-deps", "--wait", "--wait-timeout", "120", "db", "redis", "backup")
-    wait_for(lambda: users.ready(0, 0) == 200, 60, "readiness after db and redis restarted")
-    server.deploy("deploy", current)
-
-    assert server.release_ids() == {current} and len(server.web_containers()) == 2
-    assert users.ready(0, 0) == 200 and users.read(0, 0) == 200
-    for service in ("web", "db", "redis", "backup"):
-        environment = server.inspect(service, "{{range .Config.Env}}{{println .}}{{end}}")
-        assert not any(value in environment for value in secrets.values()), service
-        assert "_FILE=/run/secrets/" in environment, service
-    refused = server.stack.compose("exec", "-T", "redis", "redis-cli", "ping", check=False)
-    assert "NOAUTH" in refused.stdout + refused.stderr
+    assert server.history() == [A, B, A, server.documented]

@@ -36,6 +36,7 @@ def users(stack) -> Iterator[Users]:
     (scenarios.logout_race, {}),
     (scenarios.login_flood, {"seconds": 6}),
     (scenarios.concurrent_writes, {"count": 200}),
+    (scenarios.nginx_reloaded, {"reloads": 3}),
 ], ids=lambda value: getattr(value, "__name__", ""))
 def test_drill_keeps_every_promise(stack, users, drill, options):
     result = drill(stack, users, **options)

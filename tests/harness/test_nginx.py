@@ -15,5 +15,5 @@ def test_a_load_test_server_lifts_only_the_per_address_limits():
     assert f"rate={LOAD_TEST_LIMITS['NGINX_API_RATE']};" in rendered
     assert f"limit_conn addr {LOAD_TEST_LIMITS['NGINX_CONN_LIMIT']};" in rendered
     assert f"limit_req zone=api burst={LOAD_TEST_LIMITS['NGINX_API_BURST']} nodelay;" in rendered
-    assert upstream == "server 127.0.0.1:9;\n"
+    assert upstream == "server 127.0.0.1:9 max_fails=1 fail_timeout=2s;\n"
     assert result.returncode == 0, result.stderr
