@@ -440,7 +440,11 @@ def nginx_reloaded(stack: NativeStack, users: Users, reloads: int = 10) -> Drill
         load.stop()
         recorder = load.join(60)
         http2.send_signal(signal.SIGINT)  # hey stops and prints its summary
-        hey_output = http2.communicate(timeout=60)[0]
+        try:
+            hey_output = http2.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:  # never left running
+            http2.kill()
+            hey_output = http2.communicate()[0]
     users.retry_failed_writes()
     result.summary = recorder.summary()
     result.failures = [o for o in recorder.outcomes if not o.ok]
