@@ -59,6 +59,12 @@ COPY wsgi.py gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY app/ app/
 RUN python -m compileall -q /app
+# The server's files for this release, beside the code they deploy: the Compose files and
+# the scripts a server runs. CI's deploy key runs scripts/deploy-command.sh, which copies them
+# out of the image it was told to deploy, so a server needs no checkout and nothing is
+# copied to it over SSH. Owned by root: the app cannot change them.
+COPY docker-compose.yml docker-compose.prod.yml docker-compose.secrets.yml /release/
+COPY scripts/deploy.sh scripts/renew-certificates.sh scripts/make-secrets.sh /release/
 
 # Last, so a new commit reuses every layer above. The release ends up in logs
 # and Sentry events (APP_RELEASE); it is not a secret.

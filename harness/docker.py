@@ -1,9 +1,13 @@
-"""A private Docker engine, and the local base images it runs.
+"""A private Docker engine, and the local base images it runs; or the host's engine.
 
 Docker Hub is unreachable here and BuildKit is missing, so the suite starts its own
 `dockerd` (classic builder) and builds stand-ins for python, postgres, redis and nginx
 from Debian packages. The data root lives in a cache directory outside the repo, so
 base images and build layers survive between runs: only the first run debootstraps.
+
+One switch, KIT_DOCKER=host, runs the same tests on the machine's own engine with the real
+pinned upstream images (a GitHub runner, which reaches Docker Hub); KIT_WEB_IMAGE then names
+the web image CI built, so the tests run exactly that image instead of building one.
 
 nginx's stand-in comes from Debian sid, not bookworm: the production image's upstreams
 re-resolve (`server ... resolve`, nginx 1.27.3+), and bookworm's nginx is 1.22.
@@ -12,6 +16,7 @@ re-resolve (`server ... resolve`, nginx 1.27.3+), and bookworm's nginx is 1.22.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +41,8 @@ STANDIN_IMAGES = {
     "NGINX_IMAGE": "flask-kit-test/nginx:sid",
 }
 WHEELHOUSE = "build/wheels"
+# The switch: "host" runs on the machine's engine and the real images; anything else, here.
+ENGINE_SWITCH = "KIT_DOCKER"
 
 
 def cache_dir() -> Path:
@@ -234,6 +241,56 @@ def _unmount_below(root: Path) -> None:
         targets = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
     for target in sorted(targets, key=len, reverse=True):  # deepest first
         subprocess.run(["umount", "--lazy", target], check=False)
+
+
+class HostEngine(DockerEngine):
+    """The machine's own engine (DOCKER_HOST or the default socket), started by someone else:
+    nothing to start or stop, and the builder it has."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def start(self, timeout: float = 60) -> None:
+        result = self.docker("version", check=False, capture=True, timeout=timeout)
+        if result.returncode:
+            raise RuntimeError(f"{ENGINE_SWITCH}=host, but no Docker engine answers: "
+                               f"{result.stderr.decode(errors='replace').strip()}")
+
+    def stop(self, timeout: float = 30) -> None:
+        pass
+
+
+def on_host_engine() -> bool:
+    return os.environ.get(ENGINE_SWITCH) == "host"
+
+
+def engine_for_tests(workdir: Path) -> DockerEngine:
+    """The engine the switch picks: the host's, or a private dockerd in workdir."""
+    return HostEngine(workdir) if on_host_engine() else DockerEngine(workdir=workdir)
+
+
+def engine_description() -> str:
+    if on_host_engine():
+        return (f"Docker: the host's engine and the pinned upstream images ({ENGINE_SWITCH}=host); web image: "
+                f"{os.environ.get('KIT_WEB_IMAGE') or 'built from this checkout'}")
+    return (f"Docker: a private dockerd and Debian stand-ins for the base images "
+            f"({ENGINE_SWITCH}=host for the real ones)")
+
+
+def pinned_images() -> dict[str, str]:
+    """The real base images, as the Dockerfiles and Compose file pin them (their defaults)."""
+    def default(path: str, variable: str, pattern: str) -> str:
+        found = re.search(pattern.format(variable=variable), (REPO / path).read_text())
+        if not found:
+            raise RuntimeError(f"{path} no longer pins {variable}")
+        return found.group(1)
+    return {
+        "BASE_IMAGE": default("Dockerfile", "BASE_IMAGE", r"ARG {variable}=(\S+)"),
+        "NGINX_IMAGE": default("nginx/Dockerfile", "NGINX_IMAGE", r"ARG {variable}=(\S+)"),
+        "POSTGRES_IMAGE": default("backup/Dockerfile", "POSTGRES_IMAGE", r"ARG {variable}=(\S+)"),
+        "REDIS_IMAGE": default("docker-compose.yml", "REDIS_IMAGE", r"\$\{{{variable}:-([^}}]+)\}}"),
+    }
 
 
 def build_standins(engine: DockerEngine) -> dict[str, str]:

@@ -54,6 +54,9 @@ class Users:
         self.stack = stack
         self.writes: dict[str, Write] = {}
         self.retries: list[list[str]] = [[] for _ in range(count)]
+        # what answered each failed read or poll (its body: the app's health report or nginx's
+        # error), so a failure in a release test says who refused it and why
+        self.refusals: list[str] = []
         self._lock = threading.Lock()
         self.clients: list[Client] = []
         # signed up in parallel: each sign-up costs two password hashes
@@ -88,6 +91,7 @@ class Users:
     def forget_writes(self) -> None:
         """Start a new ledger (the next drill's)."""
         self.writes.clear()
+        self.refusals.clear()
         for pending in self.retries:
             pending.clear()
 
@@ -98,13 +102,20 @@ class Users:
         return [(name, op) for name, op in mix if with_writes or name != "write"]
 
     def read(self, i: int, worker: int) -> int:
-        return self.clients[worker].request("GET", "/api/notes?per_page=5").status
+        return self._get(worker, "/api/notes?per_page=5")
 
     def ready(self, i: int, worker: int) -> int:
-        return self.clients[worker].request("GET", "/health/ready").status
+        return self._get(worker, "/health/ready")
 
     def health(self, i: int, worker: int) -> int:
-        return self.clients[worker].request("GET", "/health").status
+        return self._get(worker, "/health")
+
+    def _get(self, worker: int, path: str) -> int:
+        response = self.clients[worker].request("GET", path)
+        if response.status >= 300:
+            self.refusals.append(f"{time.strftime('%H:%M:%S')} GET {path} {response.status} "
+                                 f"{response.body[:400].decode(errors='replace')}")
+        return response.status
 
     def write(self, i: int, worker: int) -> int:
         """A new note, or first the oldest write of this user that failed, with its key."""

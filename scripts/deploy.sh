@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 ### Release, roll back and scale on one server, without dropping a request.
-### Usage: scripts/deploy.sh deploy <git-sha>
+### Usage: scripts/deploy.sh deploy <git-sha> [<web-digest> <nginx-digest> <backup-digest>]
 ###        scripts/deploy.sh rollback [<git-sha>]
 ###        scripts/deploy.sh status
 ###        scripts/deploy.sh scale <replicas>
 ###   Run where docker-compose.yml, docker-compose.prod.yml and .env live (no
 ###   source checkout needed). A release is the three images CI pushed for one
-###   commit: $REGISTRY/flask-kit-web:<sha>, flask-kit-nginx:<sha> and
-###   flask-kit-backup:<sha>.
+###   commit: $REGISTRY/flask-kit-web:sha-<sha>, flask-kit-nginx:sha-<sha> and
+###   flask-kit-backup:sha-<sha>. Each runs by digest: the ones CI pushed
+###   (sha256:<64 hex>, as CI passes them), else the ones the tag pointed to when
+###   pulled. .env and the history record them, so a rollback returns to the
+###   same bytes, whatever was pushed under the tag since.
 ###   nginx sends to the web replicas on the `live` network (alias web-live),
 ###   re-resolving that name every second: no step here reloads nginx.
-###   deploy <sha>    pull the images, migrate (one-off), start the new web
+###   deploy <sha> [digests]
+###                   pull the images, check they are that commit's, migrate
+###                   (one-off; the schema revision before and after is
+###                   printed), start the new web
 ###                   replicas beside the old ones, wait until each is ready,
 ###                   make them live beside the old, check readiness through
 ###                   nginx, drain the old replicas, record the release.
@@ -18,7 +24,8 @@
 ###                   failed check after it drains them. Either way the old
 ###                   release keeps serving and stays recorded, and it exits 1.
 ###   rollback [sha]  the same, to the release before the current one (or to
-###                   any recorded <sha>), without migrating.
+###                   any recorded <sha>), by its recorded digests, without
+###                   migrating.
 ###   status          the current release, the history, and whether each
 ###                   replica is ready and reached by nginx; exits 1 if one is not.
 ###   scale <n>       run n live web replicas of the current release, and make
@@ -84,7 +91,61 @@ releases() {
   if [[ -f $HISTORY ]]; then awk '{ print $3 }' "$HISTORY" | tac | awk '!seen[$0]++'; fi
 }
 
-record() { printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" >>"$HISTORY"; }
+# One line per switch: time, action, sha, and the digests that ran (web=… nginx=… backup=…).
+record() {
+  printf '%s %s %s web=%s nginx=%s backup=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" \
+    "$WEB_DIGEST" "$NGINX_DIGEST" "$BACKUP_DIGEST" >>"$HISTORY"
+}
+
+# The digests recorded for release $1, as three words (web nginx backup), or nothing.
+recorded_digests() {
+  [[ -f $HISTORY ]] || return 0
+  awk -v sha="$1" '$3 == sha && $4 ~ /^web=sha256:/ { line = $4 " " $5 " " $6 } END { print line }' "$HISTORY" |
+    sed 's/[a-z]*=//g'
+}
+
+IMAGES=(web nginx backup)
+DIGEST='^sha256:[0-9a-f]{64}$'
+
+# Every Compose command from here on runs release $1, pinned to the digests $2..$4 if given
+# (the environment wins over .env; an empty digest means the tag).
+use_release() {
+  export TAG="$1" WEB_DIGEST="${2:-}" NGINX_DIGEST="${3:-}" BACKUP_DIGEST="${4:-}"
+}
+
+# The reference Compose runs for image $1 (web, nginx, backup) of the release in use.
+image_ref() {
+  local digest_var="${1^^}_DIGEST"
+  echo "$(env_value REGISTRY)/flask-kit-$1:sha-$TAG${!digest_var:+@${!digest_var}}"
+}
+
+# After the pull: pin each image to what was pulled, if no digest was given, and check that
+# each is the commit's own build (its revision label), so a digest from another commit or a
+# tag pushed by hand is refused before anything starts.
+pin_and_check() {
+  local name ref digest_var revision
+  for name in "${IMAGES[@]}"; do
+    digest_var="${name^^}_DIGEST"
+    if [[ -z ${!digest_var} ]]; then
+      ref="$(image_ref "$name")"
+      printf -v "$digest_var" '%s' "$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$ref" |
+        sed -n "s|^${ref%%:sha-*}@||p" | head -n 1)"
+      [[ ${!digest_var} =~ $DIGEST ]] || die "$ref has no registry digest" "push it to the registry and deploy again"
+      export "${digest_var?}"
+    fi
+    ref="$(image_ref "$name")"
+    revision="$(docker image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$ref")"
+    [[ $revision == "$TAG" ]] ||
+      die "$ref was built from commit '${revision:-unknown}', not $TAG" "pass the digests CI pushed for $TAG"
+  done
+}
+
+# The schema's migration revision, read in the db container ("none" before any migration).
+schema_revision() {
+  # shellcheck disable=SC2016 # expanded by the db container's shell, from its own environment
+  compose exec -T db sh -c 'psql --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" --tuples-only --no-align \
+    --command "SELECT version_num FROM alembic_version" 2>/dev/null || echo none' | paste -sd ' ' | sed 's/^$/none/'
+}
 
 web_replicas() { compose ps --quiet web; }
 container_name() { docker inspect --format '{{.Name}}' "$1" | sed 's|^/||'; }
@@ -221,26 +282,34 @@ nginx_content() {
        -type f -exec md5sum {} + | sort -k 2 | md5sum'
 }
 
-release() { # release <sha> <migrate: yes|no> <action>
-  local sha="$1" migrate="$2" action="$3" current registry replicas live
-  local -a old new
+release() { # release <migrate: yes|no> <action> <sha> [<web-digest> <nginx-digest> <backup-digest>]
+  local migrate="$1" action="$2" sha="$3" current registry replicas live name digest_var
+  local -a old new current_digests
   current="$(current_release)"
+  read -r -a current_digests <<<"$(recorded_digests "$current")"
   registry="$(env_value REGISTRY)"
   replicas="$(env_value WEB_REPLICAS)"
   replicas="${replicas:-2}"
-  # TAG in the environment wins over .env: every Compose command below runs the new release
-  export TAG="$sha"
+  use_release "${@:3}"
   mapfile -t old < <(web_replicas)
 
   step="pull"
-  say "pulling release $sha"
+  say "pulling release $sha${WEB_DIGEST:+ by digest}"
   compose pull --quiet web nginx backup ||
-    die "the images of $sha could not be pulled" "check that CI pushed $registry/flask-kit-web:$sha, flask-kit-nginx:$sha and flask-kit-backup:$sha, and docker login"
+    die "the images of $sha could not be pulled" "check that CI pushed $registry/flask-kit-web:sha-$sha, flask-kit-nginx:sha-$sha and flask-kit-backup:sha-$sha${WEB_DIGEST:+ with the digests given}, and docker login"
+  pin_and_check
+  say "images: web@$WEB_DIGEST nginx@$NGINX_DIGEST backup@$BACKUP_DIGEST"
   if [[ $migrate == yes ]]; then
     step="migrate"
+    if [[ -n "$(compose ps --quiet db)" ]]; then
+      say "schema revision before: $(schema_revision)"
+    else
+      say "schema revision before: unknown (the database is not running yet)"
+    fi
     say "migrating (the current release keeps serving)"
     compose run --rm --no-TTY migrate ||
       die "the migration of $sha exited non-zero" "read its output above; $current still serves"
+    say "schema revision after: $(schema_revision)"
   fi
 
   if ((${#old[@]} == 0)); then
@@ -269,7 +338,7 @@ release() { # release <sha> <migrate: yes|no> <action>
     step="go live"
     local running_nginx next_nginx
     running_nginx="$(docker inspect --format '{{.Image}}' "$(nginx_container)")"
-    next_nginx="$(docker image inspect --format '{{.Id}}' "$registry/flask-kit-nginx:$sha")"
+    next_nginx="$(docker image inspect --format '{{.Id}}' "$(image_ref nginx)")"
     if [[ $running_nginx != "$next_nginx" && "$(nginx_content "$running_nginx")" != "$(nginx_content "$next_nginx")" ]]; then
       say "nginx's configuration or static files changed: replacing nginx"
       compose up --detach --no-deps --wait --wait-timeout "$READY_TIMEOUT" nginx >/dev/null 2>&1 ||
@@ -288,7 +357,7 @@ release() { # release <sha> <migrate: yes|no> <action>
     step="gate"
     if ! gate "$sha"; then
       say "the gate failed: draining $sha's replicas; $current's never stopped serving"
-      export TAG="$current"
+      use_release "$current" "${current_digests[@]}"
       drain "${new[@]}" # gracefully: they were serving
       die "readiness through nginx failed once $sha was live; rolled back to $current automatically" \
         "read the gate lines above, fix the release, deploy again"
@@ -298,6 +367,10 @@ release() { # release <sha> <migrate: yes|no> <action>
   fi
 
   set_env_value TAG "$sha"
+  for name in "${IMAGES[@]}"; do
+    digest_var="${name^^}_DIGEST"
+    set_env_value "$digest_var" "${!digest_var}"
+  done
   record "$action" "$sha"
   # The release's backup image. Its schedule counts from the newest backup, so a restart
   # postpones nothing.
@@ -308,12 +381,16 @@ release() { # release <sha> <migrate: yes|no> <action>
   say "$sha is live (${action})"
 }
 
+# Remove the images of releases older than the last KEEP_RELEASES, by tag and by digest (an
+# image pulled by digest alone has no tag).
 prune() {
   local keep registry image old_image
-  keep="$(releases | head -n "$KEEP_RELEASES" | paste -sd '|')"
+  keep="$(releases | head -n "$KEEP_RELEASES" | while read -r sha; do echo "sha-$sha"; recorded_digests "$sha" | tr ' ' '\n'; done |
+    paste -sd '|')"
   registry="$(env_value REGISTRY)"
-  for image in "$registry/flask-kit-web" "$registry/flask-kit-nginx" "$registry/flask-kit-backup"; do
-    docker image ls --format '{{.Repository}}:{{.Tag}}' "$image" | { grep -Ev ":($keep)$" || true; } |
+  for image in "${IMAGES[@]}"; do
+    docker image ls --digests --format '{{.Repository}} {{.Tag}} {{.Digest}} {{.ID}}' "$registry/flask-kit-$image" |
+      awk -v keep="^($keep)$" '$2 !~ keep && $3 !~ keep { print ($2 == "<none>" ? $4 : $1 ":" $2) }' | sort -u |
       while read -r old_image; do
         docker image rm "$old_image" >/dev/null 2>&1 || true # still used by a container: kept
       done
@@ -350,7 +427,8 @@ scale() {
   local want="$1" current id
   local -a running=() ready_ones=() broken=() added=()
   current="$(current_release)"
-  export TAG="$current"
+  # shellcheck disable=SC2046 # three digests, or none: words
+  use_release "$current" $(recorded_digests "$current")
   live="$(live_network)"
   [[ -n $live ]] || die "nginx is not running on the live network" "deploy a release first ($0 deploy <sha>)"
   step="scale"
@@ -410,8 +488,14 @@ main() {
 
   case "$command" in
     deploy)
-      [[ $# -eq 2 && "$2" =~ ^[0-9a-f]{7,40}$ ]] || die "'${2:-}' is not a git commit SHA" "pass 7 to 40 lowercase hex digits"
-      release "$2" yes deploy
+      [[ "${2:-}" =~ ^[0-9a-f]{7,40}$ ]] || die "'${2:-}' is not a git commit SHA" "pass 7 to 40 lowercase hex digits"
+      (($# == 2 || $# == 5)) ||
+        die "$(($# - 2)) digest(s) given" "pass none, or the web, nginx and backup digests, in that order"
+      local digest
+      for digest in "${@:3}"; do
+        [[ $digest =~ $DIGEST ]] || die "'$digest' is not an image digest" "pass sha256:<64 lowercase hex digits>"
+      done
+      release yes deploy "${@:2}"
       ;;
     rollback)
       local target="${2:-}"
@@ -421,7 +505,9 @@ main() {
       else
         releases | grep -qx "$target" || die "$target is not a recorded release" "pick one from \`$0 status\`"
       fi
-      release "$target" no rollback
+      local -a digests
+      read -r -a digests <<<"$(recorded_digests "$target")"
+      release no rollback "$target" "${digests[@]}"
       ;;
     scale)
       [[ $# -eq 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "'${2:-}' is not a replica count" "pass a number from 1 up"

@@ -13,10 +13,16 @@ import redis
 
 from app import create_app
 from app.extensions import db
+from harness.docker import engine_description
 from harness.nginx import world_readable_dir
 from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 
 TEMPLATE_DATABASE = "kit_template"
+
+
+def pytest_report_header(config) -> str:
+    """Which engine and images the container tests use (the KIT_DOCKER switch)."""
+    return engine_description()
 
 
 @pytest.fixture(scope="session")

@@ -117,8 +117,25 @@ def test_dockerignore_allows_only_what_the_image_needs():
     allowed = {ln[1:].rstrip("/") for ln in lines if ln.startswith("!")}
     assert allowed == {"app", "migrations", "wsgi.py", "gunicorn.conf.py", "requirements.txt",
                        "scripts/docker-entrypoint.sh", "build/wheels", "nginx",
-                       "scripts/backup.sh", "scripts/restore.sh", "scripts/backup-schedule.sh"}
+                       "scripts/backup.sh", "scripts/restore.sh", "scripts/backup-schedule.sh",
+                       *RELEASE_SOURCES}
     assert "**/.env*" in lines
+
+
+# What the web image carries in /release for the server, and where each file comes from.
+RELEASE_SOURCES = ("docker-compose.yml", "docker-compose.prod.yml", "docker-compose.secrets.yml",
+                   "scripts/deploy.sh", "scripts/renew-certificates.sh", "scripts/make-secrets.sh")
+
+
+def test_the_web_image_carries_every_server_file_the_deploy_key_installs():
+    """scripts/deploy-command.sh installs RELEASE_FILES from the image's /release; the Dockerfile
+    must put exactly those there, and never the forced command itself."""
+    copied = [word for line in (REPO / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and line.rstrip().endswith(" /release/") for word in line.split()[1:-1]]
+    installed = re.search(r"RELEASE_FILES=\(([^)]*)\)", (REPO / "scripts" / "deploy-command.sh").read_text())
+    assert sorted(copied) == sorted(RELEASE_SOURCES)
+    assert sorted(Path(source).name for source in copied) == sorted(installed.group(1).split())
+    assert "deploy-command.sh" not in installed.group(1)
 
 
 # --- docker-compose.yml (development) -----------------------------------------------------
@@ -181,11 +198,16 @@ def test_prod_refuses_to_start_without_a_required_variable(missing):
         assert f"required variable {missing} is missing a value" in result.stderr
 
 
+DIGESTS = {f"{name}_DIGEST": f"sha256:{digit * 64}" for name, digit in (("WEB", "a"), ("NGINX", "b"), ("BACKUP", "c"))}
+
+
 def test_prod_runs_the_exact_registry_image_and_never_builds():
     services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
-    expected = f"{PROD_REQUIRED['REGISTRY']}/flask-kit-web:{PROD_REQUIRED['TAG']}"
+    expected = f"{PROD_REQUIRED['REGISTRY']}/flask-kit-web:sha-{PROD_REQUIRED['TAG']}"
+    pinned = model(DEV, PROD, env={**PROD_REQUIRED, **DIGESTS})["services"]
     for name in ("web", "migrate"):
-        assert services[name]["image"] == expected
+        assert services[name]["image"] == expected  # no digest recorded: the tag
+        assert pinned[name]["image"] == f"{expected}@{DIGESTS['WEB_DIGEST']}"
         assert "build" not in services[name]
         env = services[name]["environment"]
         assert env["APP_ENV"] == "production"
@@ -197,7 +219,7 @@ def test_prod_runs_the_exact_registry_image_and_never_builds():
 
 def test_prod_runs_both_release_images_and_no_source_from_the_host():
     services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
-    release = f"{PROD_REQUIRED['REGISTRY']}/flask-kit-nginx:{PROD_REQUIRED['TAG']}"
+    release = f"{PROD_REQUIRED['REGISTRY']}/flask-kit-nginx:sha-{PROD_REQUIRED['TAG']}"
     assert services["nginx"]["image"] == release
     # only named volumes: a server holds the Compose files, .env and the history, no checkout
     assert {volume["type"] for name in ("nginx", "web") for volume in services[name].get("volumes", [])} <= {"volume"}
@@ -205,24 +227,23 @@ def test_prod_runs_both_release_images_and_no_source_from_the_host():
 
 
 def test_the_deploy_guides_release_is_every_image_the_server_pulls():
-    """docs/deploy.md §1 builds and pushes a release by hand; deploy.sh refuses one that lacks an
-    image it pulls. Both must name the same images, each from a Dockerfile that exists."""
+    """docs/deploy.md §1 builds and pushes a release with scripts/build-release.sh; deploy.sh
+    refuses one that lacks an image it pulls. Both must name the same images, each from a
+    Dockerfile that exists."""
     guide = (REPO / "docs" / "deploy.md").read_text()
     section = guide[guide.index("**A release.**"):guide.index("## 2.")]
     block = re.search(r"```sh\n(.*?)```", section, re.DOTALL).group(1)
-    built = {}
-    for line in block.splitlines():
-        if line.startswith("docker build "):
-            image = re.search(r'-t "\$REGISTRY/([a-z-]+):\$sha"', line).group(1)
-            dockerfile = re.search(r"-f (\S+)", line)
-            built[image] = dockerfile.group(1) if dockerfile else "Dockerfile"
-    pushed = set(re.search(r"for image in ([a-z -]+); do docker push", block).group(1).split())
+    assert re.search(r'^scripts/build-release\.sh "\$\(git rev-parse HEAD\)" --push$', block, re.M)
+    script = (REPO / "scripts" / "build-release.sh").read_text()
+    names = dict(re.findall(r"\[(\w+)\]=(flask-kit-[a-z]+)", script))
+    dockerfiles = dict(re.findall(r"\[(\w+)\]=((?:[a-z]+/)?Dockerfile)\b", script))
+    built = {name: dockerfiles[key] for key, name in names.items()}
     deploy = (REPO / "scripts" / "deploy.sh").read_text()
     pulled_services = re.search(r"compose pull --quiet ([a-z ]+)\|\|", deploy).group(1).split()
     services = model(DEV, PROD, env=PROD_REQUIRED)["services"]
     pulled = {services[name]["image"].split("/")[-1].split(":")[0] for name in pulled_services}
 
-    assert set(built) == pushed == pulled == {"flask-kit-web", "flask-kit-nginx", "flask-kit-backup"}
+    assert set(built) == pulled == {"flask-kit-web", "flask-kit-nginx", "flask-kit-backup"}
     assert all((REPO / dockerfile).is_file() for dockerfile in built.values())
 
 
@@ -285,7 +306,7 @@ def test_prod_certbot_shares_the_webroot_with_nginx_and_is_a_tool():
 
 def test_prod_runs_the_releases_backup_image_into_its_own_volume():
     backup = model(DEV, PROD, env=PROD_REQUIRED)["services"]["backup"]
-    assert backup["image"] == f"{PROD_REQUIRED['REGISTRY']}/flask-kit-backup:{PROD_REQUIRED['TAG']}"
+    assert backup["image"] == f"{PROD_REQUIRED['REGISTRY']}/flask-kit-backup:sha-{PROD_REQUIRED['TAG']}"
     assert [(v["type"], v["source"], v["target"]) for v in backup["volumes"]] == [("volume", "backups", "/backups")]
     assert PROD_REQUIRED["POSTGRES_PASSWORD"] in backup["environment"]["DATABASE_URL"]
     assert backup["environment"]["BACKUP_INTERVAL_SECONDS"] == "86400"

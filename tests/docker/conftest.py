@@ -1,6 +1,7 @@
 """Session fixtures for the container tests: a private dockerd, stand-in base images, a
-wheelhouse, and the web image built once. Everything here is stopped or removed by the
-fixture that started it."""
+wheelhouse, and the web image built once; or, with KIT_DOCKER=host (harness/docker.py), the
+host's engine, the real pinned images, and the web image CI built (KIT_WEB_IMAGE). Everything
+here is stopped or removed by the fixture that started it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ from dataclasses import dataclass
 import pytest
 
 from harness.compose import Stack
-from harness.docker import DockerEngine, build_standins, build_wheelhouse
+from harness.docker import (
+    DockerEngine,
+    build_standins,
+    build_wheelhouse,
+    engine_for_tests,
+    on_host_engine,
+    pinned_images,
+)
 
 
 @dataclass(frozen=True)
@@ -24,32 +32,42 @@ class WebImage:
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory) -> Iterator[DockerEngine]:
     # a short path: containerd's socket under --exec-root must fit in 107 bytes
-    engine = DockerEngine(workdir=tmp_path_factory.mktemp("dockerd"))
+    engine = engine_for_tests(tmp_path_factory.mktemp("dockerd"))
     engine.start()
     try:
         yield engine
     finally:
         # Each run builds a new web image; untagged old ones would pile up in the cached data root.
-        engine.docker("image", "prune", "--force", check=False, capture=True)
+        if not on_host_engine():
+            engine.docker("image", "prune", "--force", check=False, capture=True)
         engine.stop()
 
 
 @pytest.fixture(scope="session")
 def base_images(docker_engine) -> dict[str, str]:
-    """Compose image variables pointing at the local stand-ins (python, postgres, redis, nginx)."""
-    return build_standins(docker_engine)
+    """Compose image variables: the local stand-ins (python, postgres, redis, nginx), or the
+    real pinned images on the host's engine."""
+    return pinned_images() if on_host_engine() else build_standins(docker_engine)
 
 
 @pytest.fixture(scope="session")
 def wheelhouse() -> str:
-    return build_wheelhouse()
+    """pip inside a build cannot verify PyPI's TLS here; a runner's can, and needs none."""
+    return "" if on_host_engine() else build_wheelhouse()
 
 
 @pytest.fixture(scope="session")
 def web_image(docker_engine, base_images, wheelhouse) -> WebImage:
-    """The web image, built once from this checkout the way CI builds it (layer cache: seconds)."""
-    image = WebImage("flask-kit-web:e2e", "e2e0123456789abcdef", {})
+    """The web image, built once from this checkout the way CI builds it (layer cache: seconds),
+    or the one CI built (KIT_WEB_IMAGE), run as it is."""
+    built = os.environ.get("KIT_WEB_IMAGE") if on_host_engine() else None
+    image = WebImage(built or "flask-kit-web:e2e", "e2e0123456789abcdef", {})
     build_env = {**docker_engine.env, **base_images, "WHEELHOUSE": wheelhouse, "WEB_IMAGE": image.name,
                  "GIT_SHA": image.git_sha}
+    if built:
+        revision = docker_engine.docker("image", "inspect", "--format",
+                                        '{{index .Config.Labels "org.opencontainers.image.revision"}}', built,
+                                        capture=True).stdout.decode().strip()
+        return WebImage(built, revision, {**build_env, "GIT_SHA": revision})
     Stack(docker_engine, f"fk-build-{os.getpid()}", build_env, 0, 0).compose("build", "web")
     return WebImage(image.name, image.git_sha, build_env)

@@ -12,19 +12,21 @@ order on one stack, as a server lives through them.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
-import shlex
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import textwrap
 import time
+import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +34,14 @@ import pytest
 
 from harness import REPO
 from harness.compose import Stack
-from harness.docker import DockerEngine, cache_dir, compose_binary, docker_client
+from harness.docker import DockerEngine, cache_dir, compose_binary
 from harness.https import exchange, parse_response
 from harness.load import LoadRun, Recorder
 from harness.process import free_port
 from harness.servers import RegistryServer, SshServer
 from harness.traffic import Users
 from harness.wait import wait_for
+from harness.workflow import clone_for_act, log_excerpt, run_workflow
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -47,6 +50,7 @@ RATE = 100  # requests per second through nginx during every release
 LOAD_USERS = 16
 SERVER_FILES = ("docker-compose.yml", "docker-compose.prod.yml")
 LOOPBACK = Path(__file__).with_name("compose.loopback.yml")
+REVISION = "org.opencontainers.image.revision"
 DEPLOY = REPO / "scripts" / "deploy.sh"
 
 
@@ -95,14 +99,15 @@ class Server:
 def build_releases(engine: DockerEngine, base_images: dict[str, str], web_image, registry: str) -> None:
     """A and B from this checkout, C and D derived from B; one nginx image content for all."""
     for sha in (A, B):
-        env = {**web_image.build_env, "WEB_IMAGE": f"{registry}/flask-kit-web:{sha}", "GIT_SHA": sha}
+        env = {**web_image.build_env, "WEB_IMAGE": f"{registry}/flask-kit-web:sha-{sha}", "GIT_SHA": sha}
         Stack(engine, f"fk-build-{os.getpid()}", env, 0, 0).compose("build", "web")
     with tempfile.TemporaryDirectory() as context:
         # C: Gunicorn exits at boot (its migration, which needs no Gunicorn, runs fine)
         Path(context, "Dockerfile").write_text(
-            f"FROM {registry}/flask-kit-web:{B}\nUSER root\n"
-            "RUN echo 'raise SystemExit(\"release C cannot start\")' >> /app/gunicorn.conf.py\nUSER 10001:10001\n")
-        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:{C}", context, capture=True)
+            f"FROM {registry}/flask-kit-web:sha-{B}\nUSER root\n"
+            "RUN echo 'raise SystemExit(\"release C cannot start\")' >> /app/gunicorn.conf.py\nUSER 10001:10001\n"
+            f"LABEL {REVISION}={C}\n")
+        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{C}", context, capture=True)
     with tempfile.TemporaryDirectory() as context:
         # D: ready when asked directly, 503 once traffic comes through nginx; and an expand migration
         Path(context, "proxied_readiness.py").write_text(textwrap.dedent("""
@@ -137,28 +142,30 @@ def build_releases(engine: DockerEngine, base_images: dict[str, str], web_image,
                 op.drop_column("notes", "pinned")
             """))
         Path(context, "Dockerfile").write_text(
-            f"FROM {registry}/flask-kit-web:{B}\nUSER root\nCOPY proxied_readiness.py /tmp/\n"
+            f"FROM {registry}/flask-kit-web:sha-{B}\nUSER root\nCOPY proxied_readiness.py /tmp/\n"
             "RUN cat /tmp/proxied_readiness.py >> /app/wsgi.py && rm /tmp/proxied_readiness.py\n"
             "COPY 20991231_dddd00000001_pin_notes.py /app/migrations/versions/\n"
-            f"USER 10001:10001\nENV APP_RELEASE={D}\n")
-        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:{D}", context, capture=True)
+            f"USER 10001:10001\nENV APP_RELEASE={D}\nLABEL {REVISION}={D}\n")
+        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{D}", context, capture=True)
     # nginx: A and B are two builds of the same files (deploy.sh compares content, not image
     # ids, to decide whether nginx must be replaced); C and D reuse B's
     for sha in (A, B):
         engine.docker("build", "--quiet", "--file", str(REPO / "nginx" / "Dockerfile"),
                       "--build-arg", f"NGINX_IMAGE={base_images['NGINX_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
-                      "--tag", f"{registry}/flask-kit-nginx:{sha}", str(REPO), capture=True)
+                      "--tag", f"{registry}/flask-kit-nginx:sha-{sha}", str(REPO), capture=True)
     for sha in (A, B):
         engine.docker("build", "--quiet", "--file", str(REPO / "backup" / "Dockerfile"),
                       "--build-arg", f"POSTGRES_IMAGE={base_images['POSTGRES_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
-                      "--tag", f"{registry}/flask-kit-backup:{sha}", str(REPO), capture=True)
-    for sha in (C, D):
+                      "--tag", f"{registry}/flask-kit-backup:sha-{sha}", str(REPO), capture=True)
+    for sha in (C, D):  # B's files, labelled as their own commit's (deploy.sh checks the label)
         for image in ("flask-kit-nginx", "flask-kit-backup"):
-            engine.docker("tag", f"{registry}/{image}:{B}", f"{registry}/{image}:{sha}", capture=True)
+            with tempfile.TemporaryDirectory() as context:
+                Path(context, "Dockerfile").write_text(f"FROM {registry}/{image}:sha-{B}\nLABEL {REVISION}={sha}\n")
+                engine.docker("build", "--quiet", "--tag", f"{registry}/{image}:sha-{sha}", context, capture=True)
     for sha in (A, B, C, D):
         for image in ("flask-kit-web", "flask-kit-nginx", "flask-kit-backup"):
-            engine.docker("push", "--quiet", f"{registry}/{image}:{sha}", capture=True)
-            engine.docker("rmi", f"{registry}/{image}:{sha}", capture=True)  # deploys must pull
+            engine.docker("push", "--quiet", f"{registry}/{image}:sha-{sha}", capture=True)
+            engine.docker("rmi", f"{registry}/{image}:sha-{sha}", capture=True)  # deploys must pull
 
 
 @pytest.fixture(scope="module")
@@ -215,16 +222,20 @@ def under_load(server: Server, users: Users, *args: str) -> tuple[subprocess.Com
     return results[0], recorder
 
 
-def commands_under_load(server: Server, users: Users, *commands: tuple[str, ...]
+# A deploy.sh command's arguments, or anything else that switches releases (a workflow run).
+Command = tuple[str, ...] | Callable[[], subprocess.CompletedProcess]
+
+
+def commands_under_load(server: Server, users: Users, *commands: Command
                         ) -> tuple[list[subprocess.CompletedProcess], Recorder]:
-    """deploy.sh commands one after another, under one load (see under_load)."""
+    """deploy.sh commands (or workflow runs) one after another, under one load (see under_load)."""
     users.forget_writes()
     load = LoadRun([("ready", users.ready), ("read", users.read), ("write", users.write)], rate=RATE,
                    duration=300, max_requests=60_000, workers=LOAD_USERS)
     load.start()
     try:
         wait_for(lambda: sum(o.ok for o in load.recorder.outcomes) >= 50, 30, "traffic flowing before the deploy")
-        results = [server.deploy(*args, check=False) for args in commands]
+        results = [args() if callable(args) else server.deploy(*args, check=False) for args in commands]
         returned = time.monotonic()
         wait_for(lambda: sum(o.ok for o in load.recorder.outcomes if o.started > returned) >= 50, 30,
                  "traffic after the deploy")
@@ -233,7 +244,7 @@ def commands_under_load(server: Server, users: Users, *commands: tuple[str, ...]
         recorder = load.join(60)
     users.retry_failed_writes()
     for args, result in zip(commands, results, strict=True):
-        print(f"deploy.sh {' '.join(args)}: exit {result.returncode}")
+        print(f"{getattr(args, '__name__', 'deploy.sh ' + ' '.join(args))}: exit {result.returncode}")
     print(f"load: {recorder.summary()}")
     if any(not o.ok for o in recorder.outcomes):
         print("nginx's lines for failed data requests:", *failed_in_nginx(server), sep="\n  ")
@@ -241,12 +252,13 @@ def commands_under_load(server: Server, users: Users, *commands: tuple[str, ...]
 
 
 def failed_in_nginx(server: Server) -> list[str]:
-    """Who answered the failures (logged, so not readiness polls): nginx itself, after which
-    replica attempts, or the app."""
+    """Who answered the failures: nginx itself, after which replica attempts, or the app (its
+    access lines, so not readiness polls), and nginx's error lines about the replicas."""
     logs = server.stack.compose("logs", "--no-log-prefix", "--since", "10m", "nginx").stdout
     entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{") and '"upstream_addr"' in line]
+    errors = [line for line in logs.splitlines() if not line.startswith("{") and "upstream" in line]
     return [f"{e['method']} {e['uri']} {e['status']} upstream {e['upstream_addr']} -> {e['upstream_status']}"
-            for e in entries if e["status"] >= 500][-20:]
+            for e in entries if e["status"] >= 500][-20:] + errors[-20:]
 
 
 def assert_nothing_left_behind(server: Server, replicas: int = 2) -> None:
@@ -262,7 +274,7 @@ def assert_no_read_failed_and_writes_kept(recorder: Recorder, users: Users) -> N
     passes a request on when a draining replica refuses it, but a POST already sent on a
     connection that the draining replica reset from its accept queue cannot be passed on
     (see docs/deploy.md, "What a release can still drop")."""
-    assert not failures(recorder, "ready", "read"), recorder.summary()
+    assert not failures(recorder, "ready", "read"), (recorder.summary(), users.refusals)
     assert users.verify_writes() == []
     print(f"failed writes (strict client, counted): {sum(failures(recorder, 'write').values())}")
 
@@ -308,10 +320,15 @@ def test_prod_answers_a_balancers_probe_by_address_and_nothing_else(server, user
     assert by_address("/") == by_address("/api/notes") == b""
 
 
-def test_prod_runs_the_release_images_in_production_mode(server, users):
+def test_prod_runs_the_release_images_by_digest_in_production_mode(server, users):
+    """deploy.sh was given no digests: it pinned what the tags pointed to when it pulled, and
+    recorded them in .env and the history."""
     registry = server.setting("REGISTRY")
-    assert server.inspect("web", "{{.Config.Image}}") == f"{registry}/flask-kit-web:{A}"
-    assert server.inspect("nginx", "{{.Config.Image}}") == f"{registry}/flask-kit-nginx:{A}"
+    recorded = (server.path / "releases.log").read_text().split()[3:6]
+    for name in ("web", "nginx"):
+        digest = server.setting(f"{name.upper()}_DIGEST")
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest) and f"{name}={digest}" in recorded
+        assert server.inspect(name, "{{.Config.Image}}") == f"{registry}/flask-kit-{name}:sha-{A}@{digest}"
     assert "APP_ENV=production" in server.inspect("web", "{{range .Config.Env}}{{println .}}{{end}}")
 
 
@@ -411,13 +428,23 @@ def test_a_release_that_cannot_start_is_refused_while_b_serves(server, users):
     assert_nothing_left_behind(server)
 
 
-def test_a_release_failing_the_gate_is_rolled_back_automatically(server, users):
-    """D migrates (expand: a new column), passes its container check, fails readiness through
-    nginx. B comes back, and keeps serving on the schema D expanded (readiness: warn)."""
-    result, recorder = under_load(server, users, "deploy", D)
+def test_a_release_failing_the_gate_is_rolled_back_automatically(server, users, tmp_path):
+    """Deployed as ops redeploy any pushed release: the workflow's deploy job, run by act on a
+    manual dispatch, through CI's restricted key. D migrates (expand: a new column), passes its
+    container check, fails readiness through nginx; deploy.sh brings B back, the job fails and
+    does not roll back again. B keeps serving on the schema D expanded (readiness: warn)."""
+    with ci_host(server, tmp_path) as host:
+        def the_deploy_job_dispatched_for_d() -> subprocess.CompletedProcess:
+            inputs = {"sha": D, **{f"{name}_digest": digest for name, digest in registry_digests(server, D).items()}}
+            return host.run("workflow_dispatch", inputs=inputs)
 
-    assert result.returncode == 1
-    assert f"rolled back to {B} automatically" in result.stderr
+        result, recorder = commands_under_load(server, users, the_deploy_job_dispatched_for_d)
+        result = result[0]
+
+    log = result.stdout + result.stderr
+    assert result.returncode != 0, log_excerpt(result)
+    assert f"rolled back to {B} automatically" in log, log_excerpt(result)
+    assert "The gate did not pass" not in log  # deploy.sh rolled back already: once is enough
     print(f"D's gate: data requests lost {dict(failures(recorder, 'read', 'write'))}, "
           f"readiness 503s from D {dict(failures(recorder, 'ready'))}")
     assert not failures(recorder, "read"), "only D's own readiness answers, and writes counted, may fail"
@@ -428,13 +455,27 @@ def test_a_release_failing_the_gate_is_rolled_back_automatically(server, users):
     assert_nothing_left_behind(server)
 
 
-def test_rollback_to_a_drops_nothing(server, users):
-    result, recorder = under_load(server, users, "rollback")
+def test_rollback_to_a_drops_nothing_and_returns_to_its_recorded_bytes(server, users):
+    """Meanwhile A's tag was pushed again, with B's web image: the rollback runs A's digest."""
+    registry, engine = server.setting("REGISTRY"), server.stack.engine
+    a_digests = dict(field.split("=", 1) for field in
+                     (server.path / "releases.log").read_text().splitlines()[0].split()[3:])
+    engine.docker("tag", f"{registry}/flask-kit-web@{server.setting('WEB_DIGEST')}",
+                  f"{registry}/flask-kit-web:sha-{A}", capture=True)
+    engine.docker("push", "--quiet", f"{registry}/flask-kit-web:sha-{A}", capture=True)
+    try:
+        result, recorder = under_load(server, users, "rollback")
+    finally:  # the tag back where it was, for whoever pulls it next
+        engine.docker("tag", f"{registry}/flask-kit-web@{a_digests['web']}", f"{registry}/flask-kit-web:sha-{A}",
+                      capture=True)
+        engine.docker("push", "--quiet", f"{registry}/flask-kit-web:sha-{A}", capture=True)
 
     assert result.returncode == 0, result.stderr
     assert_no_read_failed_and_writes_kept(recorder, users)
     assert users.verify_writes() == []
     assert server.release_ids() == {A} and server.history() == [A, B, A] and server.env_tag() == A
+    assert server.setting("WEB_DIGEST") == a_digests["web"]
+    assert server.inspect("web", "{{.Config.Image}}") == f"{registry}/flask-kit-web:sha-{A}@{a_digests['web']}"
     assert_nothing_left_behind(server)
 
 
@@ -451,7 +492,8 @@ def test_killing_one_of_two_replicas_loses_no_get(server, users):
                  "traffic after the kill")
     users.retry_failed_writes()
     print(f"one replica killed: lost {dict(failures(load.recorder))} of {load.recorder.summary()['requests']}")
-    assert not failures(load.recorder, "ready", "read"), "nginx retries a GET on the other replica"
+    assert not failures(load.recorder, "ready", "read"), ("nginx retries a GET on the other replica",
+                                                           users.refusals)
     assert users.verify_writes() == []
     # A killed container stays down (a manual kill, unlike a crash, is not restarted by Docker):
     # `scale` brings the count back, under load, and points nginx at both.
@@ -522,7 +564,8 @@ def test_a_crashed_replica_serves_again_by_itself(server, users):
           f"(share of the last 50: {measured:.0%}); "
           f"lost {dict(failures(load.recorder))}; slowest after the kill {max(o.duration for o in after_kill):.2f} s")
     assert after, "restarted still live (under a new address or its old one: Docker may reuse it)"
-    assert not failures(load.recorder, "ready", "read"), "nginx passes a GET on; the dead address costs 500 ms"
+    assert not failures(load.recorder, "ready", "read"), ("nginx passes a GET on; the dead address costs 500 ms",
+                                                           users.refusals)
     # The 500 ms bound on connecting to a dead address is proven in tests/nginx/test_proxy.py;
     # here, on a loaded machine, latency is printed, not asserted.
     assert users.verify_writes() == []
@@ -584,60 +627,87 @@ def assert_secrets_only_in_files(server: Server, *services: str) -> None:
         assert "_FILE=/run/secrets/" in environment, service
 
 
-def documented_release_commands() -> str:
-    """The shell block under "A release." in docs/deploy.md §1, as a reader copies it."""
-    text = (REPO / "docs" / "deploy.md").read_text()
-    section = text[text.index("**A release.**"):]
-    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+@dataclass
+class CiHost:
+    """The server as CI's deploy job reaches it: Debian's sshd on a loopback port, where CI's key
+    can only run scripts/deploy-command.sh, installed as docs/ci.md says (the script copied
+    into the deploy directory, the line its --authorized-key prints)."""
+
+    server: Server
+    sshd: SshServer
+    key: Path
+    checkout: Path
+
+    def run(self, event: str, inputs: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """.github/workflows/ci.yml on `event`, by act, in a clone of this checkout's commit."""
+        engine = self.server.stack.engine
+        cert = self.server.stack.compose("exec", "-T", "nginx", "cat", "/etc/nginx/certs/fullchain.pem").stdout
+        ca = self.checkout.parent / "nginx-ca.pem"
+        ca.write_text(cert)
+        return run_workflow(
+            self.checkout, "ci.yml", event, inputs=inputs,
+            variables={"REGISTRY": self.server.setting("REGISTRY"), "DEPLOY_HOST": "127.0.0.1",
+                       "DEPLOY_PORT": str(self.sshd.port), "DEPLOY_USER": "root",
+                       "DEPLOY_URL": f"https://localhost:{self.server.stack.https_port}"},
+            secrets={"DEPLOY_SSH_KEY": self.key.read_text(), "DEPLOY_KNOWN_HOSTS": self.sshd.known_hosts_line()},
+            # this machine's differences only: its engine, the stand-in bases, the wheelhouse
+            # (pip inside a build cannot verify PyPI's TLS here), and the test CA for the gate
+            env={**{name: engine.env[name] for name in ("DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_BUILDKIT")},
+                 **{name: value for name, value in self.server.build_args.items() if name != "REDIS_IMAGE"},
+                 "RELEASE_PULL": "0", "CURL_CA_BUNDLE": str(ca)})
 
 
-def build_as_the_docs_say(server: Server, tmp_path: Path) -> str:
-    """Run docs/deploy.md §1's release commands word for word in this checkout, against the
-    test's registry. Only this machine's differences are added, by a `docker` first on PATH that
-    passes each build the local stand-in bases and the host's wheelhouse (pip inside a build
-    cannot verify PyPI's TLS here); everything else (the images, names, tags, pushes) is the
-    reader's. Returns the release: this checkout's commit."""
-    shim = tmp_path / "bin" / "docker"
-    shim.parent.mkdir()
-    build_args = [f"--build-arg={name}={value}" for name, value in server.build_args.items()]
-    shim.write_text("#!/usr/bin/env bash\n"
-                    f'if [[ $1 == build ]]; then shift; exec {shlex.quote(docker_client())} build '
-                    f'{shlex.join(build_args)} "$@"; fi\n'
-                    f'exec {shlex.quote(docker_client())} "$@"\n')
-    shim.chmod(0o755)
-    env = {**server.env, "PATH": f"{shim.parent}:{os.environ['PATH']}", "REGISTRY": server.setting("REGISTRY")}
-    built = subprocess.run(["bash", "-euo", "pipefail", "-c", documented_release_commands()], cwd=REPO, env=env,
-                           capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
-def test_a_release_built_as_the_docs_say_deploys_over_ssh_with_the_workflows_command(server, users, tmp_path):
-    """docs/deploy.md §1's build and push, then Debian's sshd on a loopback port, a key made
-    here, and the deploy job's own script. It is also the deploy that ends the move to Docker
-    secrets (the test before): the new web replicas read theirs from files."""
-    server.documented = release = build_as_the_docs_say(server, tmp_path)
-    key = tmp_path / "deploy_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    sshd = SshServer(tmp_path / "sshd", (tmp_path / "deploy_key.pub").read_text(),
+@contextlib.contextmanager
+def ci_host(server: Server, tmp_path: Path) -> Iterator[CiHost]:
+    key = tmp_path / "ci_deploy"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci", "-f", str(key)], check=True)
+    shutil.copy(REPO / "scripts" / "deploy-command.sh", server.path)
+    line = subprocess.run([str(server.path / "deploy-command.sh"), "--authorized-key", f"{key}.pub", str(server.path)],
+                          capture_output=True, text=True, check=True).stdout
+    sshd = SshServer(tmp_path / "sshd", line,
                      {name: server.env[name] for name in ("DOCKER_HOST", "DOCKER_CONFIG", "COMPOSE",
                                                           "COMPOSE_PROJECT_NAME", "DEPLOY_COMPOSE_FILES",
                                                           "DEPLOY_READY_TIMEOUT")})
+    checkout = clone_for_act(REPO, tmp_path / "checkout", extra=(server.build_args["WHEELHOUSE"],))
     sshd.start()
     try:
-        known_hosts = tmp_path / "known_hosts"
-        known_hosts.write_text(sshd.known_hosts_line() + "\n")
-        env = {"PATH": os.environ["PATH"], "DEPLOY_HOST": "127.0.0.1", "DEPLOY_PORT": str(sshd.port),
-               "DEPLOY_USER": "root", "DEPLOY_PATH": str(server.path), "DEPLOY_SSH_KEY_FILE": str(key),
-               "DEPLOY_KNOWN_HOSTS_FILE": str(known_hosts)}
-        result = subprocess.run([str(REPO / "scripts" / "deploy-over-ssh.sh"), release], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=600)
+        yield CiHost(server, sshd, key, checkout)
     finally:
         sshd.stop()
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"deploy: {release} is live" in result.stdout
+
+def registry_digests(server: Server, sha: str) -> dict[str, str]:
+    """What the registry holds under sha-<sha>, image by image: the digests CI would pass."""
+    digests = {}
+    for name in ("web", "nginx", "backup"):
+        request = urllib.request.Request(
+            f"http://{server.setting('REGISTRY')}/v2/flask-kit-{name}/manifests/sha-{sha}", method="HEAD",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            digests[name] = answer.headers["Docker-Content-Digest"]
+    return digests
+
+
+def test_the_workflow_builds_pushes_and_deploys_this_commit_through_the_restricted_key(server, users, tmp_path):
+    """.github/workflows/ci.yml on a push to main, run by act: the image job builds the release
+    once (scripts/build-release.sh, as docs/deploy.md §1 does) and pushes it; the deploy job
+    deploys those digests over SSH with a key that can do nothing else, and its gate passes.
+    It is also the deploy that ends the move to Docker secrets (the test before): the new web
+    replicas read theirs from files."""
+    with ci_host(server, tmp_path) as host:
+        release = subprocess.run(["git", "rev-parse", "HEAD"], cwd=host.checkout, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        result = host.run("push")
+    server.documented = release
+
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log_excerpt(result)
+    assert f"deploy: {release} is live" in log and "passed: 5 answers in a row" in log, log_excerpt(result)
+    # the digests the image job pushed are what the server runs, and what the registry holds
+    pushed = registry_digests(server, release)
+    assert all(f"{name}={digest}" in log for name, digest in pushed.items()), log_excerpt(result)
+    assert {name: server.setting(f"{name.upper()}_DIGEST") for name in pushed} == pushed
+    assert server.inspect("web", "{{.Config.Image}}").endswith(f"@{pushed['web']}")
     assert server.release_ids() == {release} and server.history() == [A, B, A, release]
     assert_nothing_left_behind(server)
     assert_secrets_only_in_files(server, "web")
@@ -646,9 +716,14 @@ def test_a_release_built_as_the_docs_say_deploys_over_ssh_with_the_workflows_com
         answer = client.request("GET", path)
         assert answer.status == 200, (path, answer.status, answer.body, failed_in_nginx(server))
     # pruned: the images of releases outside the last three recorded (C and D never were)
-    kept = server.stack.engine.docker("image", "ls", "--format", "{{.Tag}}", "--filter",
-                                      f"reference={server.setting('REGISTRY')}/*", capture=True).stdout.split()
-    assert set(map(bytes.decode, kept)) == {A, B, release}
+    # (images pulled by digest alone have no tag: listed by repository, read by label)
+    listed = server.stack.engine.docker("image", "ls", "--format", "{{.Repository}} {{.ID}}",
+                                        capture=True).stdout.decode().splitlines()
+    registry = server.setting("REGISTRY")
+    kept = {server.stack.engine.docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{REVISION}"}}}}',
+                                       line.split()[1], capture=True).stdout.decode().strip()
+            for line in listed if line.startswith(f"{registry}/")}
+    assert kept == {A, B, release}
 
 
 def test_a_second_deploy_is_refused_and_told_who_holds_the_lock(server, users):

@@ -690,6 +690,28 @@ def test_upstream_down_gets_nginx_json_503_and_the_log_keeps_the_cause():
     assert (entries[0]["status"], entries[0]["upstream_status"]) == (503, "502")
 
 
+def test_a_request_that_reached_no_replica_goes_once_more_then_gets_the_json_503():
+    """"no live upstreams": every replica is marked failed, or (in production, where nginx
+    re-resolves them) the list changed under the request. Nothing was sent, so nginx sends it
+    once more, a POST with its body too; when that also reaches none, the JSON 503, not a loop."""
+    dead = (f"127.0.0.1:{free_port()}",)
+    with running_nginx(free_port(), other_upstreams=dead) as down:
+        # the first request marks both replicas failed (refused), the next find none live
+        answers = [down.https(method, "/api/notes", body) for method, body in
+                   (("GET", None), ("GET", None), ("POST", b'{"title": "x"}'))]
+        entries = wait_for_log(down.access_log_entries,
+                               lambda e: e["uri"] == "/api/notes" and e["method"] == "POST", "the POST's log line")
+        lines = [e for e in down.access_log_entries() if e["uri"] == "/api/notes"]
+
+    assert [a.status for a in answers] == [503] * 3, [(a.status, a.body[:200]) for a in answers]
+    assert all(a.json()["error"]["code"] == "service_unavailable" for a in answers)
+    assert all(a.headers["Content-Type"] == "application/json" for a in answers)
+    # each request's second try ends at the upstream's name: none was live then either
+    assert [line["status"] for line in lines] == [503] * 3
+    assert all(line["upstream_addr"].endswith(" : app") for line in lines[1:]), lines
+    assert entries[0]["upstream_addr"].count(" : ") == 1, entries  # once more, not a loop
+
+
 def test_a_replica_that_never_completes_the_handshake_holds_a_request_500_ms_not_seconds(stack):
     """A crashed replica's old address: SYNs go unanswered. Here a listener whose one-slot accept
     queue is full, which makes Linux drop them. nginx gives up connecting after 500 ms

@@ -48,6 +48,8 @@ def run(server: Path, *args: str):
     (["deploy", "main"], 1, "deploy: error: start failed: 'main' is not a git commit SHA; fix: pass 7 to 40"),
     (["deploy", "abc; rm -rf /"], 1, "is not a git commit SHA"),
     (["deploy"], 1, "'' is not a git commit SHA"),
+    (["deploy", "0123456", "sha256:" + "a" * 64], 1, "1 digest(s) given; fix: pass none, or the web, nginx and backup"),
+    (["deploy", "0123456", *["sha256:" + "a" * 64] * 2, "sha256:$(id)"], 1, "'sha256:$(id)' is not an image digest"),
     (["scale", "0"], 1, "'0' is not a replica count"),
     (["scale", "two"], 1, "'two' is not a replica count"),
     (["rollback", "fedcba9"], 1, "fedcba9 is not a recorded release; fix: pick one from"),
@@ -84,7 +86,7 @@ def test_deploy_over_ssh_names_a_missing_setting(missing):
            "DEPLOY_KNOWN_HOSTS_FILE": "kh"}
     del env[missing]
 
-    result = subprocess.run([str(OVER_SSH), "0123456"], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([str(OVER_SSH), "status"], env=env, capture_output=True, text=True, timeout=30)
 
     assert result.returncode == 1
     assert f"{missing} is not set" in result.stderr
