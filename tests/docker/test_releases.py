@@ -244,7 +244,7 @@ def commands_under_load(server: Server, users: Users, *commands: Command
         recorder = load.join(60)
     users.retry_failed_writes()
     for args, result in zip(commands, results, strict=True):
-        print(f"{getattr(args, '__name__', 'deploy.sh ' + ' '.join(args))}: exit {result.returncode}")
+        print(f"{args.__name__ if callable(args) else 'deploy.sh ' + ' '.join(args)}: exit {result.returncode}")
     print(f"load: {recorder.summary()}")
     if any(not o.ok for o in recorder.outcomes):
         print("nginx's lines for failed data requests:", *failed_in_nginx(server), sep="\n  ")
