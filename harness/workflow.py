@@ -44,7 +44,10 @@ def run_workflow(checkout: Path, workflow: str, event: str, *, variables: dict[s
                    "--action-offline-mode",
                    # the checkout is a clone (clone_for_act): what it holds beyond git's files
                    # (the wheelhouse) is there on purpose
-                   "--use-gitignore=false"]
+                   "--use-gitignore=false",
+                   # act copies the checkout into this cache for every job: removed with scratch,
+                   # not left in ~/.cache/act run after run
+                   "--action-cache-path", str(Path(scratch, "act-cache"))]
         for action, stand_in in stand_in_actions(checkout / ".github" / "workflows" / workflow, Path(scratch)):
             command += ["--local-repository", f"{action}={stand_in}"]
         for flag, values in (("--var", variables), ("--env", env or {}), ("--input", inputs or {})):

@@ -425,10 +425,10 @@ status() {
 # made live; one that is not ready is replaced.
 scale() {
   local want="$1" current id
-  local -a running=() ready_ones=() broken=() added=()
+  local -a running=() ready_ones=() broken=() added=() digests=()
   current="$(current_release)"
-  # shellcheck disable=SC2046 # three digests, or none: words
-  use_release "$current" $(recorded_digests "$current")
+  read -r -a digests <<<"$(recorded_digests "$current")"
+  use_release "$current" "${digests[@]}"
   live="$(live_network)"
   [[ -n $live ]] || die "nginx is not running on the live network" "deploy a release first ($0 deploy <sha>)"
   step="scale"

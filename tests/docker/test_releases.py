@@ -74,6 +74,11 @@ class Server:
     def history(self) -> list[str]:
         return [line.split()[2] for line in (self.path / "releases.log").read_text().splitlines()]
 
+    def recorded_digests(self, line: int) -> dict[str, str]:
+        """The digests a line of the history records: {"web": "sha256:…", "nginx": …, "backup": …}."""
+        fields = (self.path / "releases.log").read_text().splitlines()[line].split()[3:]
+        return dict(field.split("=", 1) for field in fields)
+
     def env_tag(self) -> str:
         return self.setting("TAG")
 
@@ -324,10 +329,10 @@ def test_prod_runs_the_release_images_by_digest_in_production_mode(server, users
     """deploy.sh was given no digests: it pinned what the tags pointed to when it pulled, and
     recorded them in .env and the history."""
     registry = server.setting("REGISTRY")
-    recorded = (server.path / "releases.log").read_text().split()[3:6]
+    recorded = server.recorded_digests(0)
     for name in ("web", "nginx"):
         digest = server.setting(f"{name.upper()}_DIGEST")
-        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest) and f"{name}={digest}" in recorded
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest) and recorded[name] == digest
         assert server.inspect(name, "{{.Config.Image}}") == f"{registry}/flask-kit-{name}:sha-{A}@{digest}"
     assert "APP_ENV=production" in server.inspect("web", "{{range .Config.Env}}{{println .}}{{end}}")
 
@@ -458,8 +463,7 @@ def test_a_release_failing_the_gate_is_rolled_back_automatically(server, users, 
 def test_rollback_to_a_drops_nothing_and_returns_to_its_recorded_bytes(server, users):
     """Meanwhile A's tag was pushed again, with B's web image: the rollback runs A's digest."""
     registry, engine = server.setting("REGISTRY"), server.stack.engine
-    a_digests = dict(field.split("=", 1) for field in
-                     (server.path / "releases.log").read_text().splitlines()[0].split()[3:])
+    a_digests = server.recorded_digests(0)
     engine.docker("tag", f"{registry}/flask-kit-web@{server.setting('WEB_DIGEST')}",
                   f"{registry}/flask-kit-web:sha-{A}", capture=True)
     engine.docker("push", "--quiet", f"{registry}/flask-kit-web:sha-{A}", capture=True)
