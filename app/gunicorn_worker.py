@@ -12,6 +12,13 @@ Here the listener's close first accepts, without yielding to the event loop, wha
 and hands each connection to the worker like any other; the gap left is the few microseconds
 between the last empty accept and the close. A connection nginx opens after it is refused, and
 nginx sends its request to another replica, nothing sent, which is safe for any method.
+
+Its name outlives the close. Gunicorn's handler first asks the listener it was given for its name
+(`AsyncWorker.handle`: `listener.getsockname()`), and a handler starts on the loop's next turn:
+for one spawned just before the close (the accept loop's last connections, and every one drained
+here) that is after it. On a closed listener the call raises, the handler closes the connection
+with the request unread, and the kernel resets it: nginx's `recv() failed (104)`, and a 502 for
+a POST. So the name is read once, at the start, and answered from there.
 """
 
 from __future__ import annotations
@@ -22,15 +29,21 @@ from gunicorn.workers.ggevent import GeventWorker
 
 class DrainingListener:
     """A listening socket (Gunicorn's, which proxies a gevent socket) whose close() first takes
-    every queued connection and hands it to `handle(listener, client, address)`."""
+    every queued connection and hands it to `handle(listener, client, address)`, this listener
+    being the one handed."""
 
     def __init__(self, listener, handle):
         self._listener = listener
         self._handle = handle
+        self._name = listener.getsockname()
         self.drained: list[gevent.Greenlet] = []
 
     def __getattr__(self, name):
         return getattr(self._listener, name)
+
+    def getsockname(self):
+        """The address it listens on, also once it is closed."""
+        return self._name
 
     def close(self) -> None:
         self._listener.setblocking(False)
@@ -41,7 +54,7 @@ class DrainingListener:
                 break  # nothing queued
             except OSError:
                 break  # already closed
-            self.drained.append(gevent.spawn(self._handle, self._listener, client, address))
+            self.drained.append(gevent.spawn(self._handle, self, client, address))
         self._listener.close()
 
 

@@ -363,29 +363,35 @@ def test_a_reload_keeps_the_listener_taking_connections(start_gunicorn, app_env)
 def test_the_draining_listener_hands_over_every_queued_connection_before_it_closes():
     """app/gunicorn_worker.py's close(), on a bare listener: gevent's own worker closes the
     listener as it is, and the kernel resets the connections still queued on it; this one
-    accepts each, hands it to the worker, and only then closes."""
+    accepts each, hands it to the worker, and only then closes. Each handler, like Gunicorn's,
+    first asks its listener's name, and starts after the close: so does one the accept loop
+    spawned just before it."""
     listener = gevent_socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     address = listener.getsockname()
-    handed: list[bytes] = []
+    handed: list[tuple[bytes, tuple]] = []
 
-    def handle(_listener, client, _address):
+    def handle(given_listener, client, _address):
         with client:
-            handed.append(client.recv(16))
+            name = given_listener.getsockname()
+            handed.append((client.recv(16), name))
             client.sendall(b"answer")
 
     draining = DrainingListener(listener, handle)
-    clients = [socket.create_connection(address, timeout=5) for _ in range(3)]
+    clients = [socket.create_connection(address, timeout=5) for _ in range(4)]
     try:
         for number, client in enumerate(clients):
             client.sendall(b"request %d" % number)
+        accepted, peer = listener.accept()  # as the accept loop does, its handler not yet started
+        spawned_before = gevent.spawn(handle, draining, accepted, peer)
 
         draining.close()
-        gevent.joinall(draining.drained, timeout=5)
+        gevent.joinall([spawned_before, *draining.drained], timeout=5)
 
-        assert sorted(handed) == [b"request 0", b"request 1", b"request 2"]
-        assert [client.recv(16) for client in clients] == [b"answer"] * 3
+        assert len(draining.drained) == 3
+        assert sorted(handed) == [(b"request %d" % number, address) for number in range(4)]
+        assert [client.recv(16) for client in clients] == [b"answer"] * 4
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address, timeout=5).close()
     finally:

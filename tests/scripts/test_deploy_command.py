@@ -1,16 +1,20 @@
 """scripts/deploy-command.sh, the forced command that is all CI's deploy key may run, and
-scripts/deploy-over-ssh.sh, CI's side of it: over Debian's real sshd on a loopback port, with
-the authorized_keys line the script prints. Docker and deploy.sh are stubs that record their
-calls; what deploy.sh does to a running stack is tested in tests/docker/test_releases.py."""
+scripts/deploy-over-ssh.sh and the workflow's deploy job, CI's side of it: over Debian's real
+sshd on a loopback port, with the authorized_keys line the script prints. Docker and deploy.sh
+are stubs that record their calls; what deploy.sh does to a running stack is tested in
+tests/docker/test_releases.py."""
 
 from __future__ import annotations
 
 import fcntl
+import http.server
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from harness import REPO
 from harness.process import free_port, port_open, stop_process
 from harness.servers import SshServer
 from harness.wait import wait_for, wait_for_line
+from harness.workflow import clone_for_act, log_excerpt, run_workflow
 
 COMMAND = REPO / "scripts" / "deploy-command.sh"
 OVER_SSH = REPO / "scripts" / "deploy-over-ssh.sh"
@@ -438,3 +443,91 @@ def test_deploy_over_ssh_asks_the_status_through_the_forced_command(server):
     assert result.returncode == 0, result.stderr
     assert result.stderr == "deploy-command: accepted from 127.0.0.1: status\n"
     assert server.deploy_calls() == ["installed status"]
+
+
+# deploy.sh as the release carries it, for the workflow's deploy job: it records its call,
+# prints the schema lines the job keeps, and a deploy exits with the status the test wrote.
+DEPLOY_AS_TOLD = """#!/bin/sh
+echo "released $*" >> {calls}
+if [ "$1" = deploy ]; then
+  echo "deploy: schema revision before: 0007"
+  echo "deploy: schema revision after: 0008"
+  exit "$(cat {status})"
+fi
+"""
+
+
+class Site(http.server.ThreadingHTTPServer):
+    """$DEPLOY_URL on loopback: /health/ready answers 200 from `release`, as the server's nginx
+    would once that release is live."""
+
+    release = ""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            found = self.path == "/health/ready"
+            body = json.dumps({"status": "pass", "releaseId": self.server.release} if found else {}).encode()
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Type", "application/health+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+
+@pytest.fixture
+def site():
+    served = Site(("127.0.0.1", 0), Site.Handler)
+    thread = threading.Thread(target=served.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        served.shutdown()
+        served.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ci_checkout(tmp_path_factory):
+    """A clone of this commit, as the workflow's checkout step gets it."""
+    return clone_for_act(REPO, tmp_path_factory.mktemp("ci") / "checkout")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deploy_status, live, calls, gate, rollback", [
+    (0, SHA, ["deploy"], "success", "skipped"),
+    (0, OTHER_SHA, ["deploy", "rollback"], "failure", "failure"),
+    (1, SHA, ["deploy"], "skipped", "skipped"),
+], ids=["the-gate-passes", "the-gate-sees-the-old-release", "deploy-sh-fails"])
+def test_the_deploy_job_rolls_back_only_when_its_gate_fails_after_a_deploy(
+        server, site, ci_checkout, tmp_path, deploy_status, live, calls, gate, rollback):
+    """.github/workflows/ci.yml's deploy job on workflow_dispatch, run by act, through the
+    restricted key: the gate reads $DEPLOY_URL until 5 answers in a row come from the commit.
+    Should it fail after a deploy that succeeded, the job rolls back once over the same key
+    and fails. A deploy that fails has rolled back on the server already: no gate, no rollback.
+    """
+    status = tmp_path / "deploy-status"
+    status.write_text(f"{deploy_status}\n")
+    executable(server.release / "deploy.sh", DEPLOY_AS_TOLD.format(calls=server.deploy_log, status=status))
+    site.release = live
+
+    result = run_workflow(
+        ci_checkout, "ci.yml", "workflow_dispatch",
+        inputs={"sha": SHA, "web_digest": WEB, "nginx_digest": NGINX, "backup_digest": BACKUP},
+        variables={"DEPLOY_HOST": "127.0.0.1", "DEPLOY_PORT": str(server.sshd.port), "DEPLOY_USER": "root",
+                   "DEPLOY_URL": f"http://127.0.0.1:{site.server_address[1]}", "DEPLOY_GATE_SECONDS": "4"},
+        secrets={"DEPLOY_SSH_KEY": server.key.read_text(), "DEPLOY_KNOWN_HOSTS": server.known_hosts.read_text()},
+        timeout=300)
+
+    log = result.stdout + result.stderr
+    assert (result.returncode == 0) == (calls == ["deploy"] and deploy_status == 0), log_excerpt(result)
+    assert [call.split()[1] for call in server.deploy_calls()] == calls, log_excerpt(result)
+    assert server.deploy_calls()[0] == f"released deploy {SHA} {WEB} {NGINX} {BACKUP}"
+    outcomes = dict(re.findall(r"::set-output:: (gate|rollback)_outcome=(\w+)", log))
+    assert outcomes == {"gate": gate, "rollback": rollback}, log_excerpt(result)
+    if gate == "failure":
+        assert f"did not answer 200 from {SHA} 5 times in a row within 4 s" in log
+        assert f"release {OTHER_SHA}" in log  # each failed answer says what it got
