@@ -501,7 +501,7 @@ def ci_checkout(tmp_path_factory):
     (0, SHA, ["deploy"], f"passed: 5 answers in a row, 200 from {SHA}", "not needed"),
     (0, OTHER_SHA, ["deploy", "rollback"], f"failed: no 5 answers in a row from {SHA} within 4 s",
      "done: back to the release before"),
-    (1, SHA, ["deploy"], "not run", "not needed"),
+    (1, SHA, ["deploy"], "skipped", "not needed"),
 ], ids=["the-gate-passes", "the-gate-sees-the-old-release", "deploy-sh-fails"])
 def test_the_deploy_job_rolls_back_only_when_its_gate_fails_after_a_deploy(
         server, site, ci_checkout, tmp_path, deploy_status, live, calls, gate, rollback):
