@@ -149,6 +149,13 @@ schema_revision() {
 
 web_replicas() { compose ps --quiet web; }
 container_name() { docker inspect --format '{{.Name}}' "$1" | sed 's|^/||'; }
+# "name address..., ..." for replicas, and the time: what to match against nginx's error log.
+describe() {
+  local id
+  for id in "$@"; do
+    docker inspect --format '{{.Name}}{{range .NetworkSettings.Networks}} {{.IPAddress}}{{end}}' "$id" | sed 's|^/||'
+  done | paste -sd ',' | sed "s/,/, /g; s/^/at $(date +%T): /"
+}
 
 replica_ready() {
   docker exec "$1" python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=3)" \
@@ -267,10 +274,11 @@ drain() {
   (($#)) || return 0
   local -a ids=("$@")
   local i
-  say "draining $# replica(s)"
+  say "draining $# replica(s) $(describe "$@")"
   for ((i = 0; i < ${#ids[@]}; i += DRAIN_BATCH)); do
     docker stop --time "$DRAIN_TIMEOUT" "${ids[@]:i:DRAIN_BATCH}" >/dev/null
   done
+  say "drained at $(date +%T)"
   docker rm "$@" >/dev/null
 }
 
@@ -354,6 +362,7 @@ release() { # release <migrate: yes|no> <action> <sha> [<web-digest> <nginx-dige
         "check that nginx runs with docker-compose.prod.yml's networks (docker compose up --detach nginx)"
     fi
 
+    say "live $(describe "${new[@]}")"
     step="gate"
     if ! gate "$sha"; then
       say "the gate failed: draining $sha's replicas; $current's never stopped serving"

@@ -16,10 +16,13 @@ from harness.docker import (
     DockerEngine,
     build_standins,
     build_wheelhouse,
+    cache_dir,
     engine_for_tests,
     on_host_engine,
     pinned_images,
 )
+from harness.releases import build_releases
+from harness.servers import RegistryServer
 
 
 @dataclass(frozen=True)
@@ -71,3 +74,22 @@ def web_image(docker_engine, base_images, wheelhouse) -> WebImage:
         return WebImage(built, revision, {**build_env, "GIT_SHA": revision})
     Stack(docker_engine, f"fk-build-{os.getpid()}", build_env, 0, 0).compose("build", "web")
     return WebImage(image.name, image.git_sha, build_env)
+
+
+@pytest.fixture(scope="session")
+def release_registry(docker_engine, base_images, web_image, tmp_path_factory) -> Iterator[str]:
+    """A loopback registry holding releases A to E (harness/releases.py), built once for the
+    Compose and the Swarm tests. Its blobs are kept between runs beside the engine's data root
+    (one suite at a time uses either): a push then sends only the layers that changed, not
+    ~700 MB of base layers."""
+    registry = RegistryServer(tmp_path_factory.mktemp("registry"), storage=cache_dir() / "registry")
+    registry.start()
+    try:
+        build_releases(docker_engine, base_images, web_image.build_env, registry.address)
+        yield registry.address
+    finally:
+        images = docker_engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+                                      "--filter", f"reference={registry.address}/*", capture=True).stdout.split()
+        if images:
+            docker_engine.docker("image", "rm", "--force", *map(bytes.decode, images), check=False, capture=True)
+        registry.stop()

@@ -3,7 +3,7 @@ Compose files, with a real registry, while users read and write through nginx TL
 requests/s and every answer is counted.
 
 The server is a directory holding only the Compose files and .env (no checkout); the releases
-are images built from this repo and pushed to the registry: A and B (which differ in their
+are images built from this repo and pushed to the registry (harness/releases.py): A and B (which differ in their
 release id), C (its web exits at boot), and D (ready inside its container, failing readiness
 once it takes traffic through nginx, and bringing a migration of its own); and later this
 checkout's commit, built and pushed by docs/deploy.md §1's own commands. The scenarios run in
@@ -20,8 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
-import textwrap
 import time
 import urllib.request
 import uuid
@@ -34,23 +32,22 @@ import pytest
 
 from harness import REPO
 from harness.compose import Stack
-from harness.docker import DockerEngine, cache_dir, compose_binary
+from harness.docker import compose_binary
 from harness.https import exchange, parse_response
 from harness.load import LoadRun, Recorder
 from harness.process import free_port
-from harness.servers import RegistryServer, SshServer
+from harness.releases import REVISION, A, B, C, D
+from harness.servers import SshServer
 from harness.traffic import Users
 from harness.wait import wait_for
 from harness.workflow import clone_for_act, log_excerpt, run_workflow
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-A, B, C, D = (letter * 39 + "1" for letter in "abcd")
 RATE = 100  # requests per second through nginx during every release
 LOAD_USERS = 16
 SERVER_FILES = ("docker-compose.yml", "docker-compose.prod.yml")
 LOOPBACK = Path(__file__).with_name("compose.loopback.yml")
-REVISION = "org.opencontainers.image.revision"
 DEPLOY = REPO / "scripts" / "deploy.sh"
 
 
@@ -101,91 +98,15 @@ class Server:
                 for container in self.web_containers()}
 
 
-def build_releases(engine: DockerEngine, base_images: dict[str, str], web_image, registry: str) -> None:
-    """A and B from this checkout, C and D derived from B; one nginx image content for all."""
-    for sha in (A, B):
-        env = {**web_image.build_env, "WEB_IMAGE": f"{registry}/flask-kit-web:sha-{sha}", "GIT_SHA": sha}
-        Stack(engine, f"fk-build-{os.getpid()}", env, 0, 0).compose("build", "web")
-    with tempfile.TemporaryDirectory() as context:
-        # C: Gunicorn exits at boot (its migration, which needs no Gunicorn, runs fine)
-        Path(context, "Dockerfile").write_text(
-            f"FROM {registry}/flask-kit-web:sha-{B}\nUSER root\n"
-            "RUN echo 'raise SystemExit(\"release C cannot start\")' >> /app/gunicorn.conf.py\nUSER 10001:10001\n"
-            f"LABEL {REVISION}={C}\n")
-        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{C}", context, capture=True)
-    with tempfile.TemporaryDirectory() as context:
-        # D: ready when asked directly, 503 once traffic comes through nginx; and an expand migration
-        Path(context, "proxied_readiness.py").write_text(textwrap.dedent("""
-            inner = app.wsgi_app
-
-            def fails_behind_the_proxy(environ, start_response):
-                if environ.get("PATH_INFO") == "/health/ready" and "HTTP_X_FORWARDED_FOR" in environ:
-                    start_response("503 Service Unavailable", [("Content-Type", "application/health+json")])
-                    return [b'{"status": "fail"}']
-                return inner(environ, start_response)
-
-            app.wsgi_app = fails_behind_the_proxy
-            """))
-        head = subprocess.run(["grep", "-l", "^revision", *map(str, (REPO / "migrations" / "versions").glob("*.py"))],
-                              capture_output=True, text=True).stdout.split()
-        down_revision = max(Path(path).name.split("_")[1] for path in head)  # the newest (names start with a date)
-        Path(context, "20991231_dddd00000001_pin_notes.py").write_text(textwrap.dedent(f"""
-            import sqlalchemy as sa
-            from alembic import op
-
-            revision = "dddd00000001"
-            down_revision = "{down_revision}"
-            branch_labels = None
-            depends_on = None
-
-
-            def upgrade():
-                op.add_column("notes", sa.Column("pinned", sa.Boolean(), nullable=True))
-
-
-            def downgrade():
-                op.drop_column("notes", "pinned")
-            """))
-        Path(context, "Dockerfile").write_text(
-            f"FROM {registry}/flask-kit-web:sha-{B}\nUSER root\nCOPY proxied_readiness.py /tmp/\n"
-            "RUN cat /tmp/proxied_readiness.py >> /app/wsgi.py && rm /tmp/proxied_readiness.py\n"
-            "COPY 20991231_dddd00000001_pin_notes.py /app/migrations/versions/\n"
-            f"USER 10001:10001\nENV APP_RELEASE={D}\nLABEL {REVISION}={D}\n")
-        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{D}", context, capture=True)
-    # nginx: A and B are two builds of the same files (deploy.sh compares content, not image
-    # ids, to decide whether nginx must be replaced); C and D reuse B's
-    for sha in (A, B):
-        engine.docker("build", "--quiet", "--file", str(REPO / "nginx" / "Dockerfile"),
-                      "--build-arg", f"NGINX_IMAGE={base_images['NGINX_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
-                      "--tag", f"{registry}/flask-kit-nginx:sha-{sha}", str(REPO), capture=True)
-    for sha in (A, B):
-        engine.docker("build", "--quiet", "--file", str(REPO / "backup" / "Dockerfile"),
-                      "--build-arg", f"POSTGRES_IMAGE={base_images['POSTGRES_IMAGE']}", "--build-arg", f"GIT_SHA={sha}",
-                      "--tag", f"{registry}/flask-kit-backup:sha-{sha}", str(REPO), capture=True)
-    for sha in (C, D):  # B's files, labelled as their own commit's (deploy.sh checks the label)
-        for image in ("flask-kit-nginx", "flask-kit-backup"):
-            with tempfile.TemporaryDirectory() as context:
-                Path(context, "Dockerfile").write_text(f"FROM {registry}/{image}:sha-{B}\nLABEL {REVISION}={sha}\n")
-                engine.docker("build", "--quiet", "--tag", f"{registry}/{image}:sha-{sha}", context, capture=True)
-    for sha in (A, B, C, D):
-        for image in ("flask-kit-web", "flask-kit-nginx", "flask-kit-backup"):
-            engine.docker("push", "--quiet", f"{registry}/{image}:sha-{sha}", capture=True)
-            engine.docker("rmi", f"{registry}/{image}:sha-{sha}", capture=True)  # deploys must pull
-
-
 @pytest.fixture(scope="module")
-def server(docker_engine, base_images, web_image, tmp_path_factory) -> Iterator[Server]:
-    # Blobs kept between runs beside the engine's data root (one suite at a time uses either):
-    # a push then sends only the layers that changed, not ~700 MB of base layers (79 s).
-    registry = RegistryServer(tmp_path_factory.mktemp("registry"), storage=cache_dir() / "registry")
-    registry.start()
+def server(docker_engine, base_images, web_image, release_registry, tmp_path_factory) -> Iterator[Server]:
     path = tmp_path_factory.mktemp("server")
     for name in SERVER_FILES:
         shutil.copy(REPO / name, path / name)
     shutil.copy(LOOPBACK, path / "docker-compose.loopback.yml")
     http_port, https_port = free_port(), free_port()
     (path / ".env").write_text("".join(f"{name}={value}\n" for name, value in {
-        "REGISTRY": registry.address, "DOMAIN": "localhost", "SECRET_KEY": uuid.uuid4().hex * 2,
+        "REGISTRY": release_registry, "DOMAIN": "localhost", "SECRET_KEY": uuid.uuid4().hex * 2,
         "POSTGRES_PASSWORD": uuid.uuid4().hex, "REDIS_PASSWORD": uuid.uuid4().hex, "WEB_REPLICAS": "2",
         "HTTP_PORT": http_port, "HTTPS_PORT": https_port,
         # all test traffic reaches nginx from one address (docker-proxy's): lift the per-address limits
@@ -200,15 +121,9 @@ def server(docker_engine, base_images, web_image, tmp_path_factory) -> Iterator[
                   files=tuple(path / name for name in (*SERVER_FILES, "docker-compose.loopback.yml")),
                   env_file=path / ".env")
     try:
-        build_releases(docker_engine, base_images, web_image, registry.address)
         yield Server(path, env, stack, {**base_images, "WHEELHOUSE": web_image.build_env["WHEELHOUSE"]})
     finally:
         stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "45", check=False)
-        images = docker_engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-                                      "--filter", f"reference={registry.address}/*", capture=True).stdout.split()
-        if images:
-            docker_engine.docker("image", "rm", "--force", *map(bytes.decode, images), check=False, capture=True)
-        registry.stop()
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +168,8 @@ def commands_under_load(server: Server, users: Users, *commands: Command
     print(f"load: {recorder.summary()}")
     if any(not o.ok for o in recorder.outcomes):
         print("nginx's lines for failed data requests:", *failed_in_nginx(server), sep="\n  ")
+        for result in results:  # which replicas went live and drained when, by address
+            print(result.stdout, result.stderr, sep="\n")
     return results, recorder
 
 

@@ -1,0 +1,224 @@
+"""The kit on Docker Swarm (deploy/swarm/stack.yml, scripts/swarm.sh), on a single-node swarm
+of the private engine, while users read and write through nginx TLS at 100 requests/s and
+every answer is counted by clients that never resend.
+
+The releases are harness/releases.py's, from the same loopback registry as the Compose tests:
+A, then B, then E (its readiness always fails, so Swarm must roll it back). The swarm is left
+and everything it ran is removed at the end. This kernel has no IPVS: nginx publishes in host
+mode and finds web by DNS round robin, as the stack file does everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness import REPO
+from harness.docker import DockerEngine
+from harness.https import SERVER_NAME, Client, tls_context
+from harness.load import LoadRun, Recorder
+from harness.process import free_port
+from harness.releases import A, B, E
+from harness.traffic import Users
+from harness.wait import wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+SWARM = REPO / "scripts" / "swarm.sh"
+STACK = "fk-swarm"
+RATE = 100
+LOAD_USERS = 16
+SECRET_NAMES = ("secret_key", "database_url", "redis_url", "postgres_password", "redis_password")
+
+
+@dataclass
+class SwarmSite:
+    """The deploy directory on the manager, and the site nginx serves from it."""
+
+    engine: DockerEngine
+    path: Path
+    env: dict[str, str]
+    https_port: int
+    tls: object = None
+
+    def swarm(self, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(SWARM), *args], cwd=self.path, env=self.env, capture_output=True, text=True,
+                                timeout=600)
+        print(f"swarm.sh {' '.join(args)}: exit {result.returncode}\n{result.stdout}{result.stderr}")
+        return result
+
+    def docker(self, *args: str, check: bool = True) -> str:
+        return self.engine.docker(*args, check=check, capture=True).stdout.decode()
+
+    def containers(self, service: str) -> list[str]:
+        label = f"label=com.docker.swarm.service.name={STACK}_{service}"
+        return self.docker("ps", "--quiet", "--filter", label).split()
+
+    def client(self, **options) -> Client:
+        if self.tls is None:
+            nginx = self.containers("nginx")[0]
+            self.tls = tls_context(cadata=self.docker("exec", nginx, "cat", "/etc/nginx/certs/fullchain.pem"))
+        return Client(self.https_port, self.tls, SERVER_NAME, **options)
+
+    def sql(self, statement: str) -> str:
+        db = self.containers("db")[0]
+        return self.docker("exec", db, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", "flask",
+                           "-d", "flask", "-c", statement).strip()
+
+    def replica_releases(self) -> list[str]:
+        """Each running web task's release id, asked inside its container (not through nginx)."""
+        ask = ("import json, urllib.request; print(json.load(urllib.request.urlopen("
+               "'http://127.0.0.1:8000/health/ready', timeout=5))['releaseId'])")
+        return sorted(self.docker("exec", container, "python", "-c", ask).strip()
+                      for container in self.containers("web"))
+
+    def web_tasks_running(self) -> int:
+        return len(self.containers("web"))
+
+
+@pytest.fixture(scope="module")
+def site(docker_engine, base_images, release_registry, tmp_path_factory) -> Iterator[SwarmSite]:
+    """A single-node swarm (labelled for data and edge) and a deploy directory as docs/scaling.md
+    sets it up: the stack file, .env, and scripts/make-secrets.sh's files."""
+    path = tmp_path_factory.mktemp("swarm")
+    shutil.copy(REPO / "deploy" / "swarm" / "stack.yml", path / "stack.yml")
+    secrets = path / "secrets"
+    subprocess.run([str(REPO / "scripts" / "make-secrets.sh"), str(secrets)], check=True, capture_output=True)
+    https_port = free_port()
+    (path / ".env").write_text("".join(f"{name}={value}\n" for name, value in {
+        "REGISTRY": release_registry, "DOMAIN": "localhost", "SECRETS_DIR": secrets,
+        "HTTP_PORT": free_port(), "HTTPS_PORT": https_port, "WEB_REPLICAS": "1",
+        # all test traffic reaches nginx from one address (docker-proxy's): lift the per-address limits
+        "NGINX_API_RATE": "100000r/s", "NGINX_API_BURST": "100000", "NGINX_CONN_LIMIT": "10000",
+        "POSTGRES_IMAGE": base_images["POSTGRES_IMAGE"], "REDIS_IMAGE": base_images["REDIS_IMAGE"],
+    }.items()))
+    env = {**docker_engine.env, "SWARM_STACK": STACK, "SWARM_TIMEOUT": "240"}
+    site = SwarmSite(docker_engine, path, env, https_port)
+    docker_engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", capture=True)
+    try:
+        node = site.docker("info", "--format", "{{.Swarm.NodeID}}").strip()
+        site.docker("node", "update", "--label-add", "flask-kit.data=true", "--label-add", "flask-kit.edge=true", node)
+        yield site
+    finally:
+        docker_engine.docker("stack", "rm", STACK, check=False, capture=True)
+        try:
+            label = f"label=com.docker.stack.namespace={STACK}"
+            wait_for(lambda: not site.docker("ps", "--quiet", "--all", "--filter", label), 90,
+                     "the stack's containers gone")
+        finally:
+            docker_engine.docker("swarm", "leave", "--force", check=False, capture=True)
+            volumes = site.docker("volume", "ls", "--quiet", "--filter", f"name={STACK}_").split()
+            if volumes:
+                docker_engine.docker("volume", "rm", "--force", *volumes, check=False, capture=True)
+
+
+@pytest.fixture(scope="module")
+def users(site) -> Iterator[Users]:
+    deployed = site.swarm("deploy", A)
+    assert deployed.returncode == 0, deployed.stderr
+    wait_for(lambda: site.client().request("GET", "/health/ready").status == 200, 60, "readiness through nginx")
+    users = Users(site, LOAD_USERS)
+    yield users
+    users.close()
+
+
+def under_load(site: SwarmSite, users: Users, *commands: tuple[str, ...]
+               ) -> tuple[list[subprocess.CompletedProcess], Recorder]:
+    """swarm.sh commands one after another while users keep reading and writing (strict
+    clients: a request that ends unanswered is a failure, never sent again); then the failed
+    writes are retried with their keys, as clients do."""
+    users.forget_writes()
+    load = LoadRun([("ready", users.ready), ("read", users.read), ("write", users.write)], rate=RATE,
+                   duration=400, max_requests=80_000, workers=LOAD_USERS)
+    load.start()
+    try:
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes) >= 50, 30, "traffic flowing first")
+        results = [site.swarm(*args) for args in commands]
+        returned = time.monotonic()
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes if o.started > returned) >= 50, 30,
+                 "traffic after the change")
+    finally:
+        load.stop()
+        recorder = load.join(60)
+    users.retry_failed_writes()
+    print(f"load: {recorder.summary()}")
+    return results, recorder
+
+
+def failures(recorder: Recorder, *ops: str) -> Counter:
+    return Counter(("error" if o.status is None else o.status) for o in recorder.outcomes
+                   if not o.ok and (not ops or o.op in ops))
+
+
+def test_the_stack_deploys_and_every_service_runs(site, users):
+    status = site.swarm("status")
+    assert status.returncode == 0, status.stderr
+    for service in ("web", "nginx", "db", "redis"):
+        assert len(site.containers(service)) == 1, service
+    assert site.replica_releases() == [A]
+    migration = site.docker("service", "ps", "--format", "{{.CurrentState}}", f"{STACK}_migrate")
+    assert migration.startswith("Complete"), migration
+    assert site.sql("SELECT count(*) FROM alembic_version") == "1"
+
+
+def test_scale_from_1_to_3_and_back_to_2_drops_nothing(site, users):
+    results, recorder = under_load(site, users, ("scale", "3"), ("scale", "2"))
+
+    assert [result.returncode for result in results] == [0, 0], [result.stderr for result in results]
+    assert site.web_tasks_running() == 2
+    assert not failures(recorder), (recorder.summary(), users.refusals)
+    assert users.verify_writes() == []
+
+
+def test_a_rolling_update_from_a_to_b_drops_nothing(site, users):
+    (result,), recorder = under_load(site, users, ("deploy", B))
+
+    assert result.returncode == 0, result.stderr
+    assert "migrating with" in result.stdout
+    assert not failures(recorder), (recorder.summary(), users.refusals)
+    assert users.verify_writes() == []
+    assert site.replica_releases() == [B, B]
+    assert json.loads(site.client().request("GET", "/health/ready").body)["releaseId"] == B
+
+
+def test_an_update_that_fails_its_healthcheck_is_rolled_back_by_swarm(site, users):
+    """E starts but is never ready: its first task fails the readiness healthcheck, and Swarm
+    rolls web back to B by itself; B's tasks never stopped (start-first). Readiness polls that
+    nginx sent to E's task (while it was starting) may fail; reads and writes may not."""
+    (result,), recorder = under_load(site, users, ("deploy", E))
+
+    assert result.returncode == 1
+    assert "Swarm rolled web back" in result.stderr
+    state = site.docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", f"{STACK}_web").strip()
+    assert state == "rollback_completed"
+    assert site.replica_releases() == [B, B]
+    print(f"failed readiness polls during the failed update: {dict(failures(recorder, 'ready'))}")
+    assert not failures(recorder, "read", "write"), (recorder.summary(), users.refusals)
+    assert users.verify_writes() == []
+
+
+def test_secrets_appear_in_no_inspect_environment_or_log(site, users):
+    values = [(site.path / "secrets" / name).read_text().strip() for name in SECRET_NAMES]
+    passwords = [value for value in values if "://" not in value]  # the URLs embed the passwords
+    services = ("web", "nginx", "db", "redis", "migrate")
+    seen = [site.docker("service", "inspect", f"{STACK}_{service}") for service in services]
+    for service in ("web", "db", "redis"):
+        for container in site.containers(service):
+            seen.append(site.docker("inspect", container))
+            seen.append(site.docker("exec", container, "env"))
+    for service in services:
+        logs = site.engine.docker("service", "logs", "--raw", f"{STACK}_{service}", capture=True, timeout=60)
+        seen.append((logs.stdout + logs.stderr).decode(errors="replace"))
+    for value in passwords:
+        assert not any(value in text for text in seen)
+    # each secret is named after its content, never holding it
+    names = site.docker("secret", "ls", "--format", "{{.Name}}").split()
+    assert sorted(name.rsplit("_", 1)[0] for name in names) == sorted(f"{STACK}_{name}" for name in SECRET_NAMES)
