@@ -14,12 +14,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from http.cookiejar import CookieJar
 from pathlib import Path
 
 import gevent
 import pytest
 from gevent import socket as gevent_socket
+from gevent.server import StreamServer
 
 from app.gunicorn_worker import DrainingListener
 from harness import REPO, VENV_BIN
@@ -335,6 +337,45 @@ def test_a_stopping_gunicorn_answers_every_connection_it_had_queued(start_gunico
             client.close()
 
 
+def test_a_stopping_gunicorn_answers_or_refuses_every_new_connection(start_gunicorn, app_env):
+    """Clients open connection after connection, as nginx does to a replica it still resolves,
+    while the master is told to stop: every connection is answered, or refused before anything
+    was sent (nginx then tries another replica, for any method). None is reset after its
+    request went out: that is a 502 for a POST."""
+    server = start_gunicorn({**app_env, "WEB_CONCURRENCY": "1"})
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    stopped = threading.Event()
+
+    def client() -> None:
+        deadline = time.monotonic() + 30  # bound: the loop ends with `stopped`, or here
+        while not stopped.is_set() and time.monotonic() < deadline:
+            try:
+                connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            except ConnectionRefusedError:
+                outcome = "refused"
+            else:
+                with connection:
+                    connection.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    answer = read_until_closed(connection)
+                outcome = "answered" if answer.startswith(b"HTTP/1.1 200") else f"unanswered: {answer[:40]!r}"
+            with lock:
+                outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: outcomes["answered"] >= 300, 30, "connections answered before the stop")
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: outcomes["refused"] >= 100, 30, "the listener closed")
+    stopped.set()
+    for thread in threads:
+        thread.join(15)
+
+    assert set(outcomes) == {"answered", "refused"}, outcomes
+    assert server.proc.wait(30) == 0
+
+
 def read_until_closed(client: socket.socket) -> bytes:
     """Everything the server sent until it closed the connection; b"" if it reset it unanswered."""
     received = b""
@@ -361,11 +402,13 @@ def test_a_reload_keeps_the_listener_taking_connections(start_gunicorn, app_env)
 
 
 def test_the_draining_listener_hands_over_every_queued_connection_before_it_closes():
-    """app/gunicorn_worker.py's close(), on a bare listener: gevent's own worker closes the
-    listener as it is, and the kernel resets the connections still queued on it; this one
-    accepts each, hands it to the worker, and only then closes. Each handler, like Gunicorn's,
-    first asks its listener's name, and starts after the close: so does one the accept loop
-    spawned just before it."""
+    """app/gunicorn_worker.py's listener, under gevent's StreamServer as Gunicorn's gevent
+    worker runs it: a stopping worker closes the server, and gevent's own close would leave
+    the connections still queued on the listener to the kernel, which resets them. This one
+    accepts each and hands it to the worker first. The server must keep the wrapper: gevent
+    unwraps a listener down to its innermost socket unless it hides it. Each handler, like
+    Gunicorn's, first asks its listener's name, and starts after the close: so does one the
+    accept loop spawned just before it."""
     listener = gevent_socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
@@ -379,6 +422,9 @@ def test_the_draining_listener_hands_over_every_queued_connection_before_it_clos
             client.sendall(b"answer")
 
     draining = DrainingListener(listener, handle)
+    server = StreamServer(draining, handle=lambda client, peer: handle(draining, client, peer))
+    server.init_socket()
+    assert server.socket is draining
     clients = [socket.create_connection(address, timeout=5) for _ in range(4)]
     try:
         for number, client in enumerate(clients):
@@ -386,7 +432,7 @@ def test_the_draining_listener_hands_over_every_queued_connection_before_it_clos
         accepted, peer = listener.accept()  # as the accept loop does, its handler not yet started
         spawned_before = gevent.spawn(handle, draining, accepted, peer)
 
-        draining.close()
+        server.close()
         gevent.joinall([spawned_before, *draining.drained], timeout=5)
 
         assert len(draining.drained) == 3
