@@ -18,8 +18,11 @@
 ###                  passing its readiness healthcheck before an old one drains.
 ###                  nginx is replaced only if its files changed. If a new task
 ###                  fails, Swarm rolls web back by itself, and this exits 1.
-###   rollback       web back to its spec before the last update.
-###   scale <n>      n web tasks, once they run.
+###                  A release that went live is recorded in releases.log.
+###   rollback       the same update, to the release before the current one in
+###                  releases.log, without migrating.
+###   scale <n>      n web tasks (also written to .env's WEB_REPLICAS, which the
+###                  next deploy keeps), once they run.
 ###   status         the services, web's tasks, and readiness through nginx;
 ###                  exits 1 if a service runs fewer tasks than it wants.
 ### Environment (optional):
@@ -33,6 +36,7 @@ STACK="${SWARM_STACK:-flask-kit}"
 FILE="${SWARM_FILE:-stack.yml}"
 TIMEOUT="${SWARM_TIMEOUT:-300}"
 SECRETS=(secret_key database_url redis_url postgres_password redis_password)
+HISTORY=releases.log
 step="start"
 
 usage() { sed -n 's/^### \{0,1\}//p' "$0"; }
@@ -123,56 +127,95 @@ nginx_content() {
        -type f -exec md5sum {} + | sort -k 2 | md5sum'
 }
 
+# Idempotent; tried three times because an engine can refuse a service on the network it has
+# just created for the stack ("network ... not found"), seen on a swarm's first deploy.
 stack_deploy() {
-  docker stack deploy --detach=true --with-registry-auth --compose-file "$FILE" "$STACK" >/dev/null
+  local attempt
+  for attempt in 1 2 3; do
+    docker stack deploy --detach=true --with-registry-auth --compose-file "$FILE" "$STACK" >/dev/null && return 0
+    ((attempt < 3)) && sleep 2
+  done
+  die "docker stack deploy failed three times" "read its errors above; docker stack ps $STACK"
 }
 
-deploy() {
-  local sha="$1" web earlier current_nginx next_nginx state
+set_env_value() {
+  if grep -q "^$1=" .env; then sed -i "s|^$1=.*|$1=$2|" .env; else echo "$1=$2" >>.env; fi
+}
+
+# The release live before the current one: the newest sha in releases.log that is not the last.
+previous_release() {
+  [[ -f $HISTORY ]] || return 0
+  awk '{ print $2 }' "$HISTORY" | tac | awk 'NR == 1 { current = $0; next } $0 != current { print; exit }'
+}
+
+deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
+  local sha="$1" migrate="$2" action="$3" web current_nginx next_nginx state
   web="$REGISTRY/flask-kit-web:sha-$sha"
   step="pull"
   docker pull --quiet "$web" >/dev/null || die "cannot pull $web" "check REGISTRY and that CI pushed sha-$sha"
   ensure_secrets
-  export TAG="$sha" NGINX_TAG="$sha"
+  export TAG="$sha" NGINX_TAG="$sha" MIGRATE_TAG="$sha"
   if ! service_exists web; then
     step="first deploy"
     say "deploying stack $STACK at $sha"
     stack_deploy
     wait_until "the first deploy" all_running
+    echo "$(date -u +%FT%TZ) $sha $action" >>"$HISTORY"
     say "$sha is live"
     return
   fi
 
-  step="migrate"
-  say "migrating with $sha's image"
-  earlier="$(docker service ps --no-trunc --format '{{.ID}}' "${STACK}_migrate" | tr '\n' ' ')"
-  # --force: a new run even when the image is the one the job last ran (a redeploy)
-  docker service update --detach=true --force --image "$web" "${STACK}_migrate" >/dev/null
-  wait_until "the migration" migration_ended "$earlier"
-  [[ "$(migration_outcome "$earlier")" == complete ]] ||
-    die "the migration job failed; web still runs the release before" "read docker service logs ${STACK}_migrate"
-
+  if [[ $migrate == yes ]]; then
+    migrate "$web"
+  else # the job keeps the image that migrated last: an older release's would fail on a newer schema
+    MIGRATE_TAG="$(running_image migrate)"
+    MIGRATE_TAG="${MIGRATE_TAG%@*}"
+    export MIGRATE_TAG="${MIGRATE_TAG##*:sha-}"
+  fi
   step="update"
+  local same=""
+  [[ "$(running_image web)" == "$web@"* ]] && same=yes
   current_nginx="$(running_image nginx)"
   current_nginx="${current_nginx%@*}"
   next_nginx="$REGISTRY/flask-kit-nginx:sha-$sha"
+  docker pull --quiet "$current_nginx" >/dev/null
   docker pull --quiet "$next_nginx" >/dev/null
   if [[ "$(nginx_content "$current_nginx")" == "$(nginx_content "$next_nginx")" ]]; then
     export NGINX_TAG="${current_nginx##*:sha-}"
   else
     say "nginx's files changed: replacing nginx (stop-first: each edge node refuses connections meanwhile)"
   fi
-  say "updating web to $sha, one task at a time"
-  stack_deploy
-  wait_until "the update" update_settled
-  state="$(update_state)"
-  [[ $state == completed ]] ||
-    die "web's update ended $state: a new task failed its readiness healthcheck, and Swarm rolled web back" \
-      "read docker service ps --no-trunc ${STACK}_web and the new tasks' logs"
+  if [[ -n $same ]]; then
+    say "web already runs $sha: updating the other services only"
+    stack_deploy
+  else
+    say "updating web to $sha, one task at a time"
+    stack_deploy
+    wait_until "the update" update_settled
+    state="$(update_state)"
+    [[ $state == completed ]] ||
+      die "web's update ended $state: a new task failed its readiness healthcheck, and Swarm rolled web back" \
+        "read docker service ps --no-trunc ${STACK}_web and the new tasks' logs"
+  fi
+  echo "$(date -u +%FT%TZ) $sha $action" >>"$HISTORY"
   say "$sha is live"
 }
 
+# The migration job, run to completion with the release's image before web moves to it.
+migrate() {
+  local web="$1" earlier
+  step="migrate"
+  say "migrating with ${web##*:}'s image"
+  earlier="$(docker service ps --no-trunc --format '{{.ID}}' "${STACK}_migrate" | tr '\n' ' ')"
+  # --force: a new run even when the image is the one the job last ran (a redeploy)
+  docker service update --detach=true --force --image "$web" "${STACK}_migrate" >/dev/null
+  wait_until "the migration" migration_ended "$earlier"
+  [[ "$(migration_outcome "$earlier")" == complete ]] ||
+    die "the migration job failed; web still runs the release before" "read docker service logs ${STACK}_migrate"
+}
+
 migration_ended() { [[ -n "$(migration_outcome "$1")" ]]; }
+web_runs() { [[ "$(replicas web)" == "$1/$1" ]]; }
 
 # An update has settled when Swarm says it completed, or rolled back, or paused.
 update_settled() {
@@ -205,6 +248,7 @@ status() {
 }
 
 main() {
+  local previous
   case "${1:-}" in
     -h | --help)
       usage
@@ -216,7 +260,7 @@ main() {
         exit 2
       }
       load_env
-      deploy "$2"
+      deploy "$2" yes deploy
       ;;
     rollback)
       [[ $# -eq 1 ]] || {
@@ -225,10 +269,11 @@ main() {
       }
       load_env
       step="rollback"
-      service_exists web || die "stack $STACK has no web service" "deploy a release first"
-      docker service rollback --detach=true "${STACK}_web" >/dev/null
-      wait_until "the rollback" update_settled
-      say "web rolled back to $(running_image web)"
+      previous="$(previous_release)"
+      [[ -n $previous ]] || die "releases.log names no release before the current one" \
+        "deploy the release you want: scripts/swarm.sh deploy <sha>"
+      say "rolling back to $previous (no migration: the schema stays as it is)"
+      deploy "$previous" no rollback
       ;;
     scale)
       [[ $# -eq 2 && $2 =~ ^[1-9][0-9]?$ ]] || {
@@ -237,8 +282,9 @@ main() {
       }
       load_env
       step="scale"
+      set_env_value WEB_REPLICAS "$2"
       docker service scale --detach=true "${STACK}_web=$2" >/dev/null
-      wait_until "scaling web to $2" test "$(replicas web)" == "$2/$2"
+      wait_until "scaling web to $2" web_runs "$2"
       say "web runs $2 tasks"
       ;;
     status)

@@ -3,8 +3,8 @@ of the private engine, while users read and write through nginx TLS at 100 reque
 every answer is counted by clients that never resend.
 
 The releases are harness/releases.py's, from the same loopback registry as the Compose tests:
-A, then B, then E (its readiness always fails, so Swarm must roll it back). The swarm is left
-and everything it ran is removed at the end. This kernel has no IPVS: nginx publishes in host
+A, then B, then E (its readiness always fails, so Swarm must roll it back), then back to A.
+The swarm is left and everything it ran is removed at the end. This kernel has no IPVS: nginx publishes in host
 mode and finds web by DNS round robin, as the stack file does everywhere.
 """
 
@@ -108,13 +108,17 @@ def site(docker_engine, base_images, release_registry, tmp_path_factory) -> Iter
         site.docker("node", "update", "--label-add", "flask-kit.data=true", "--label-add", "flask-kit.edge=true", node)
         yield site
     finally:
+        # The stack's tasks stop, then the swarm goes with its networks and secrets; the
+        # migration job's exited containers and the volumes are removed by hand.
         docker_engine.docker("stack", "rm", STACK, check=False, capture=True)
+        label = f"label=com.docker.stack.namespace={STACK}"
         try:
-            label = f"label=com.docker.stack.namespace={STACK}"
-            wait_for(lambda: not site.docker("ps", "--quiet", "--all", "--filter", label), 90,
-                     "the stack's containers gone")
+            wait_for(lambda: not site.docker("ps", "--quiet", "--filter", label), 90, "the stack's tasks stopped")
         finally:
             docker_engine.docker("swarm", "leave", "--force", check=False, capture=True)
+            leftovers = site.docker("ps", "--quiet", "--all", "--filter", label, check=False).split()
+            if leftovers:
+                docker_engine.docker("rm", "--force", *leftovers, check=False, capture=True)
             volumes = site.docker("volume", "ls", "--quiet", "--filter", f"name={STACK}_").split()
             if volumes:
                 docker_engine.docker("volume", "rm", "--force", *volumes, check=False, capture=True)
@@ -123,7 +127,12 @@ def site(docker_engine, base_images, release_registry, tmp_path_factory) -> Iter
 @pytest.fixture(scope="module")
 def users(site) -> Iterator[Users]:
     deployed = site.swarm("deploy", A)
-    assert deployed.returncode == 0, deployed.stderr
+    if deployed.returncode != 0:
+        tasks = site.docker("service", "ps", "--no-trunc", "--format", "{{.Name}} {{.CurrentState}} {{.Error}}",
+                            *(f"{STACK}_{service}" for service in ("db", "redis", "migrate", "web", "nginx")),
+                            check=False)
+        logs = site.engine.docker("service", "logs", "--tail", "20", f"{STACK}_web", check=False, capture=True)
+        pytest.fail(f"{deployed.stderr}\n{tasks}\n{(logs.stdout + logs.stderr).decode(errors='replace')}")
     wait_for(lambda: site.client().request("GET", "/health/ready").status == 200, 60, "readiness through nginx")
     users = Users(site, LOAD_USERS)
     yield users
@@ -197,12 +206,25 @@ def test_an_update_that_fails_its_healthcheck_is_rolled_back_by_swarm(site, user
 
     assert result.returncode == 1
     assert "Swarm rolled web back" in result.stderr
+    assert E not in (site.path / "releases.log").read_text()
     state = site.docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", f"{STACK}_web").strip()
     assert state == "rollback_completed"
     assert site.replica_releases() == [B, B]
     print(f"failed readiness polls during the failed update: {dict(failures(recorder, 'ready'))}")
     assert not failures(recorder, "read", "write"), (recorder.summary(), users.refusals)
     assert users.verify_writes() == []
+
+
+def test_a_rollback_returns_to_the_release_before_without_migrating(site, users):
+    (result,), recorder = under_load(site, users, ("rollback",))
+
+    assert result.returncode == 0, result.stderr
+    assert f"rolling back to {A}" in result.stdout and "migrating with" not in result.stdout
+    assert not failures(recorder), (recorder.summary(), users.refusals)
+    assert users.verify_writes() == []
+    assert site.replica_releases() == [A, A]
+    history = (site.path / "releases.log").read_text().split("\n")
+    assert [line.split()[1:] for line in history if line] == [[A, "deploy"], [B, "deploy"], [A, "rollback"]]
 
 
 def test_secrets_appear_in_no_inspect_environment_or_log(site, users):
