@@ -96,6 +96,14 @@ wait_until() { # wait_until <what> <command...>: poll every second until it succ
   done
 }
 
+data_running() {
+  local service count
+  for service in db redis; do
+    count="$(replicas "$service")"
+    [[ $count == 1/1 ]] || return 1
+  done
+}
+
 all_running() {
   local service count
   for service in web db redis; do
@@ -159,6 +167,10 @@ deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
     step="first deploy"
     say "deploying stack $STACK at $sha"
     stack_deploy
+    # The job's own first run may give up before a new database accepts connections (its tasks
+    # resolve `db` only once db runs): run it again, to completion, once db and redis run.
+    wait_until "db and redis starting" data_running
+    migrate "$web"
     wait_until "the first deploy" all_running
     echo "$(date -u +%FT%TZ) $sha $action" >>"$HISTORY"
     say "$sha is live"

@@ -131,8 +131,10 @@ def users(site) -> Iterator[Users]:
         tasks = site.docker("service", "ps", "--no-trunc", "--format", "{{.Name}} {{.CurrentState}} {{.Error}}",
                             *(f"{STACK}_{service}" for service in ("db", "redis", "migrate", "web", "nginx")),
                             check=False)
-        logs = site.engine.docker("service", "logs", "--tail", "20", f"{STACK}_web", check=False, capture=True)
-        pytest.fail(f"{deployed.stderr}\n{tasks}\n{(logs.stdout + logs.stderr).decode(errors='replace')}")
+        logs = [site.engine.docker("service", "logs", "--tail", "20", f"{STACK}_{service}", check=False, capture=True)
+                for service in ("migrate", "web")]
+        pytest.fail("\n".join([deployed.stderr, tasks, *((log.stdout + log.stderr).decode(errors="replace")
+                                                         for log in logs)]))
     wait_for(lambda: site.client().request("GET", "/health/ready").status == 200, 60, "readiness through nginx")
     users = Users(site, LOAD_USERS)
     yield users
