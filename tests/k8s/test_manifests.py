@@ -475,8 +475,10 @@ def test_web_and_migrate_get_the_settings_compose_gives_them(manifests, tmp_path
     assert sorted(item["path"] for item in secret["items"]) == \
         sorted(Path(v).name for k, v in settings.items() if k.endswith("_FILE"))
     assert compose["migrate"]["environment"] == compose["web"]["environment"]
+    # the Job: the same settings and secret files; no Gunicorn, so no heartbeat directory
     for part in ("envFrom", "volumeMounts"):
-        assert container(job)[part] == [m for m in container(web)[part] if m.get("mountPath") != "/dev/shm"], part
+        assert container(job)[part] == [m for m in container(web)[part] if m.get("name") != "shm"], part
+    assert pod_spec(job)["volumes"] == [v for v in pod_spec(web)["volumes"] if v["name"] != "shm"]
 
 
 def test_the_migration_job_runs_composes_command_from_webs_image(manifests):
@@ -552,7 +554,7 @@ def test_the_guides_commands_match_the_manifests(manifests):
     assert created.group(1) == namespace and created.group(2) == secret["secretName"]
     assert sorted(re.findall(r"--from-file=(\w+)=", created.group(3))) == sorted(i["key"] for i in secret["items"])
     # the first apply of a release selects everything but web's rollout, the Job included
-    key, value = re.search(r'kubectl apply -k "\$overlay" -l ([\w./-]+)!=([\w-]+)', SCALING).groups()
+    key, value = re.search(r'kubectl apply -k "\$overlay" -l \'([\w./-]+)!=([\w-]+)\'', SCALING).groups()
     excluded = [o for o in manifests if o["metadata"].get("labels", {}).get(key) == value]
     assert excluded == [web] and job["metadata"]["labels"].get(key) != value
     assert f"delete job {job['metadata']['name']} " in SCALING and f"kubectl -n {namespace} " in SCALING
