@@ -24,8 +24,16 @@ $(VENV)/.runtime: requirements.txt
 	$(PIP_INSTALL) -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime $(VENV)/.checkov requirements-dev.txt
 	$(PIP_INSTALL) -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+# checkov (tests/k8s) in a venv of its own: its exact pins cannot share ours
+# (requirements-checkov.in says which). Inside .venv, so `make clean` removes it too.
+$(VENV)/.checkov: requirements-checkov.txt | $(VENV)/.runtime
+	rm -rf $(VENV)/checkov
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.txt
 	touch $@
 
 run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (embedded SQLite, no servers needed)
@@ -81,6 +89,7 @@ PIP_COMPILE := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit
 lock: $(VENV)/.dev ## Re-pin requirements*.txt (with hashes) from requirements*.in
 	$(BIN)/pip-compile $(PIP_COMPILE) -o requirements.txt requirements.in
 	$(BIN)/pip-compile $(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+	$(BIN)/pip-compile $(PIP_COMPILE) -o requirements-checkov.txt requirements-checkov.in
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache instance

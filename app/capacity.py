@@ -59,8 +59,9 @@ class ConnectionBudget:
     workers: int
     pool_size: int
     max_overflow: int
-    # the most web replicas running at once: a release starts its replicas beside the old
-    # ones (scripts/deploy.sh), so twice WEB_REPLICAS
+    # the most web replicas running at once: a release starts new replicas beside the old
+    # ones, so twice WEB_REPLICAS under scripts/deploy.sh, and WEB_REPLICAS plus the
+    # rollout's surge under Kubernetes (WEB_ROLLOUT_SURGE, deploy/k8s)
     replicas: int
     # one-off and side services: migrate (1), backup (pg_dump holds 1)
     others: int

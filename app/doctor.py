@@ -229,6 +229,9 @@ def check_connection_budget(target: Target) -> Row:
         config = app_config(target.settings)
         workers = _int_setting(target.settings, "WEB_CONCURRENCY", available_cpus())
         replicas = _int_setting(target.settings, "WEB_REPLICAS", DEFAULT_WEB_REPLICAS)
+        # the replicas a release starts beside the running ones before it stops any:
+        # scripts/deploy.sh a whole new set, a Kubernetes rollout its maxSurge (deploy/k8s)
+        surge = _int_setting(target.settings, "WEB_ROLLOUT_SURGE", replicas)
     except ConfigError as error:
         return Row(name, "fail", str(error))
     if not _has_database(target.settings):
@@ -242,7 +245,7 @@ def check_connection_budget(target: Target) -> Row:
     except Exception as error:  # noqa: BLE001 - any failure to read falls back to the default
         read_error, max_connections = _reason(error), DEFAULT_MAX_CONNECTIONS
     budget = ConnectionBudget(workers=workers, pool_size=config["DB_POOL_SIZE"],
-                              max_overflow=config["DB_MAX_OVERFLOW"], replicas=2 * replicas,
+                              max_overflow=config["DB_MAX_OVERFLOW"], replicas=replicas + surge,
                               others=OTHER_CONNECTIONS, max_connections=max_connections)
     detail = budget.describe()
     if read_error:

@@ -297,6 +297,19 @@ def test_an_unreadable_max_connections_assumes_postgres_default():
     assert too_big.status == "fail" and "lower WEB_CONCURRENCY" in too_big.detail, too_big
 
 
+def test_a_rollout_that_adds_fewer_replicas_counts_only_those():
+    """deploy.sh starts a whole new set of replicas beside the old ones; a Kubernetes rollout
+    starts only its maxSurge more (WEB_ROLLOUT_SURGE, deploy/k8s/base/settings.yaml)."""
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/kit"
+    settings = {"DATABASE_URL": closed, "WEB_CONCURRENCY": "1", "WEB_REPLICAS": "3"}
+
+    compose = doctor.check_connection_budget(doctor.Target(settings=settings))
+    kubernetes = doctor.check_connection_budget(doctor.Target(settings={**settings, "WEB_ROLLOUT_SURGE": "1"}))
+
+    assert compose.status == "fail" and "x 6 replicas + 2 others = 122 connections" in compose.detail, compose
+    assert kubernetes.status == "warn" and "x 4 replicas + 2 others = 82 connections" in kubernetes.detail, kubernetes
+
+
 def test_a_backup_without_a_stamp_is_aged_by_its_mtime(tmp_path):
     directory = tmp_path / "backups"
     directory.mkdir()
