@@ -13,6 +13,14 @@ a user's data. Each auto-enabled integration was checked against sentry-sdk 2.75
   lines name no user data, and their client address is dropped (drop_client_address).
 - Stdlib (http.client, subprocess), threading, argv: nothing from a request; a request makes no
   outbound HTTP calls.
+
+Expected errors are never sent: a 4xx is an answer, not an exception Flask reports, and a 503 for
+an unavailable dependency is dropped by before_send (the metric http_dependency_unavailable_total
+counts it, app/metrics.py). Sending never holds up a request: an event joins the SDK's bounded
+queue (transport_queue_size, 100 by default) and a background greenlet posts it, waiting at most
+30 s for an answer; while the collector does not answer, the queue fills and further events are
+dropped, and the SDK reports how many to Sentry once it answers again (client reports,
+"queue_overflow"). tests/test_sentry_gunicorn.py proves both under the production launcher.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ def init_app(app: Flask) -> None:
         return
     # only here: the SDK's import adds ~0.1 s to a worker's boot
     import sentry_sdk
+    from sentry_sdk.integrations.flask import FlaskIntegration
     from sentry_sdk.integrations.logging import ignore_logger
     from sentry_sdk.integrations.redis import RedisIntegration
 
@@ -43,8 +52,12 @@ def init_app(app: Flask) -> None:
         dsn=dsn,
         environment=app.config["SENTRY_ENVIRONMENT"],
         release=app.config["APP_RELEASE"],
+        sample_rate=app.config["SENTRY_SAMPLE_RATE"],
         # performance tracing costs quota and latency; opt in per deployment
         traces_sample_rate=app.config["SENTRY_TRACES_SAMPLE_RATE"],
+        # The transaction is the route template (/api/notes/<int:note_id>), as in the metrics'
+        # route label, not the view function's name.
+        integrations=[FlaskIntegration(transaction_style="url")],
         disabled_integrations=[RedisIntegration()],
         # The successor of send_default_pii=False (deprecated in sentry-sdk 2.7x): no user
         # identity, cookies, request bodies, query parameters or local variables leave the
