@@ -34,6 +34,7 @@ from .logs import REQUEST_ID_ENVIRON_KEY
 # already covers Cookie, Authorization and any *-Key, Idempotency-Key included). These are the
 # terms the SDK itself scrubs when send_default_pii is off.
 CLIENT_ADDRESS_HEADERS = ["forwarded", "-ip", "remote-", "via", "-user"]
+CREDENTIAL_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
 
 
 def init_app(app: Flask) -> None:
@@ -89,12 +90,21 @@ def before_send(event: dict, hint: dict) -> dict | None:
     if has_request_context():
         event.setdefault("tags", {})["request_id"] = request.environ.get(REQUEST_ID_ENVIRON_KEY)
     drop_client_address(event.get("extra"))
+    drop_credential_headers(event.get("request"))
     return event
 
 
 def before_breadcrumb(crumb: dict, hint: dict) -> dict:
     drop_client_address(crumb.get("data"))
     return crumb
+
+
+def drop_credential_headers(sent_request: dict | None) -> None:
+    """The SDK sends a scrubbed header with its name and "[Filtered]"; these go altogether."""
+    headers = (sent_request or {}).get("headers")
+    if headers:
+        for name in [name for name in headers if name.lower() in CREDENTIAL_HEADERS]:
+            del headers[name]
 
 
 def drop_client_address(fields: dict | None) -> None:
