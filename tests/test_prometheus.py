@@ -6,6 +6,7 @@ be served through nginx. Every wait is for a scrape or a state, with a bound."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,6 +17,7 @@ from collections import Counter
 import pytest
 import yaml
 
+from harness import REPO
 from harness.prometheus import RULES, PrometheusServer
 from harness.stack import NativeStack
 from harness.wait import wait_for
@@ -133,6 +135,17 @@ def test_the_metrics_never_go_through_nginx_and_answer_on_their_port(stack, prom
     assert get(stack.gunicorn.metrics_url.replace("/metrics", "/api/notes"))[0] == 404  # nothing else there
     status, body = get(stack.nginx.status_url)  # nginx's own counters, on its internal listener
     assert status == 200 and body.startswith(b"Active connections:")
+
+
+def test_every_dashboard_query_runs_on_the_real_prometheus(prometheus):
+    """deploy/grafana/flask-kit.json: each panel's PromQL is answered (series the stack does not
+    run here, the exporters' and the backup's, answer empty), and the app's own have data."""
+    board = json.loads((REPO / "deploy" / "grafana" / "flask-kit.json").read_text())
+    answered = {target["expr"]: prometheus.query(target["expr"]) for panel in board["panels"]
+                for target in panel["targets"]}
+    assert answered["job:http_request_duration_seconds:p99_5m"]
+    assert answered["max by (release, environment) (app_build_info)"]
+    assert answered["min by (check) (readiness_check_ok)"]
 
 
 def readiness_alert_expression() -> str:
