@@ -9,10 +9,10 @@ exited worker dead (child_exit), so its gauges of things in progress stop counti
 directory (tests, the CLI) the values live in this process.
 
 A request pays for its metrics in the worker, with no lock held across a yield: two clock reads,
-the in-flight gauge up and down, one counter and one histogram observation, each a write of
-16 bytes into a memory map (a few microseconds in all); the labels' child series are looked up
-once per route, method and status and kept. A scrape costs reading the files, in whichever
-worker takes it.
+the in-flight gauge up and down, one counter and one histogram observation (bucket and sum),
+five writes of 16 bytes into a memory map (12 to 15 µs of CPU in all, measured in one process
+on 2 cores); the labels' child series are looked up once per route, method and status and
+kept. A scrape costs reading the files, in whichever worker takes it.
 
 Names the docs (docs/operations.md) and deploy/prometheus/ rely on; change them together.
 This module imports no other part of the app at import time: gunicorn.conf.py imports it in the
