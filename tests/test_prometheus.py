@@ -120,7 +120,8 @@ def test_promql_counts_exactly_the_answers_given_across_worker_restarts(stack, p
     assert prometheus.values("gunicorn_workers") == {(): 2}
     assert prometheus.values("http_requests_in_flight") == {(): 0}
     # the rules load and evaluate: the login limits' 429s, as the recording rule reads them
-    assert prometheus.query("job:login_limit_rejections:rate5m")
+    # (once two scrapes have held the series)
+    wait_for(lambda: prometheus.query("job:login_limit_rejections:rate5m"), 30, "the login-limit recording rule")
     assert prometheus.values("sum(http_requests_total{route='/api/auth/login', status='429'})") == {(): 2}
 
 
@@ -141,11 +142,13 @@ def test_every_dashboard_query_runs_on_the_real_prometheus(prometheus):
     """deploy/grafana/flask-kit.json: each panel's PromQL is answered (series the stack does not
     run here, the exporters' and the backup's, answer empty), and the app's own have data."""
     board = json.loads((REPO / "deploy" / "grafana" / "flask-kit.json").read_text())
-    answered = {target["expr"]: prometheus.query(target["expr"]) for panel in board["panels"]
-                for target in panel["targets"]}
-    assert answered["job:http_request_duration_seconds:p99_5m"]
-    assert answered["max by (release, environment) (app_build_info)"]
-    assert answered["min by (check) (readiness_check_ok)"]
+    queries = [target["expr"] for panel in board["panels"] for target in panel["targets"]]
+    for expr in queries:
+        prometheus.query(expr)  # raises unless Prometheus answers "success"
+    for expr in ("job:http_request_duration_seconds:p99_5m", "max by (release, environment) (app_build_info)",
+                 "min by (check) (readiness_check_ok)"):
+        assert expr in queries
+        wait_for(lambda expr=expr: prometheus.query(expr), 30, f"data for {expr}")
 
 
 def readiness_alert_expression() -> str:
