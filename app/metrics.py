@@ -85,8 +85,10 @@ class RequestMetrics:
 
     On that port it answers GET /metrics and 404 to anything else, so the port serves nothing of
     the app; on any other port /metrics goes on to Flask, which has no such route (a 404). The
-    port is told by SERVER_PORT, which Gunicorn sets from the listener that took the connection
-    (no header can change it; ProxyFix, which could, runs inside this)."""
+    port is told by SERVER_PORT, which Gunicorn sets from the TCP listener that took the
+    connection (ProxyFix, which could change it, runs inside this). Only when it matches is the
+    socket itself asked, off the hot path: behind a unix socket Gunicorn takes SERVER_PORT from
+    the Host header instead."""
 
     def __init__(self, app: Flask):
         from .health import LIVENESS_PATH  # here: the master imports this module without the app
@@ -99,7 +101,7 @@ class RequestMetrics:
         self._series: dict[tuple[str, str, str], tuple] = {}
 
     def __call__(self, environ, start_response):
-        if environ.get("SERVER_PORT") == self.port:
+        if environ.get("SERVER_PORT") == self.port and self.on_metrics_listener(environ):
             return self.scrape(environ, start_response)
         started = time.perf_counter()
         code, route = "500", UNMATCHED  # what an app that raised instead of answering gets
@@ -133,6 +135,13 @@ class RequestMetrics:
                                           REQUEST_DURATION.labels(route, method))
         series[0].inc()
         series[1].observe(seconds)
+
+    def on_metrics_listener(self, environ) -> bool:
+        sock = environ.get("gunicorn.socket")
+        if sock is None:  # not Gunicorn (the test client): SERVER_PORT is all there is
+            return True
+        name = sock.getsockname()
+        return isinstance(name, tuple) and str(name[1]) == self.port
 
     def scrape(self, environ, start_response):
         if environ.get("PATH_INFO") != METRICS_PATH or environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):

@@ -78,6 +78,19 @@ def test_the_scrape_is_answered_on_the_metrics_port_only(client):
     assert client.get("/metrics").status_code == 404  # the public port: Flask has no such route
 
 
+class UnixSocket:
+    """What Gunicorn hands the app for a connection on a unix-socket bind."""
+
+    def getsockname(self):
+        return "/run/gunicorn.sock"
+
+
+def test_a_host_header_naming_the_metrics_port_on_a_unix_socket_gets_no_scrape(client):
+    """There Gunicorn takes SERVER_PORT from the Host header: the socket decides."""
+    spoofed = {"SERVER_PORT": METRICS_PORT, "gunicorn.socket": UnixSocket()}
+    assert client.get("/metrics", environ_overrides=spoofed).status_code == 404
+
+
 def test_build_info_names_the_release_and_environment(app_env):
     create_app({**app_env, "APP_RELEASE": "3f2c1ab", "SENTRY_ENVIRONMENT": "staging"})
     assert value("app_build_info", release="3f2c1ab", environment="staging") == 1
