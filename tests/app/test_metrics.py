@@ -4,7 +4,9 @@ multiprocess mode, worker restarts and a real Prometheus: tests/test_prometheus.
 
 from __future__ import annotations
 
+import socket
 import threading
+from wsgiref.util import FileWrapper
 
 import pytest
 from prometheus_client import REGISTRY
@@ -78,17 +80,12 @@ def test_the_scrape_is_answered_on_the_metrics_port_only(client):
     assert client.get("/metrics").status_code == 404  # the public port: Flask has no such route
 
 
-class UnixSocket:
-    """What Gunicorn hands the app for a connection on a unix-socket bind."""
-
-    def getsockname(self):
-        return "/run/gunicorn.sock"
-
-
-def test_a_host_header_naming_the_metrics_port_on_a_unix_socket_gets_no_scrape(client):
+def test_a_host_header_naming_the_metrics_port_on_a_unix_socket_gets_no_scrape(client, tmp_path):
     """There Gunicorn takes SERVER_PORT from the Host header: the socket decides."""
-    spoofed = {"SERVER_PORT": METRICS_PORT, "gunicorn.socket": UnixSocket()}
-    assert client.get("/metrics", environ_overrides=spoofed).status_code == 404
+    with socket.socket(socket.AF_UNIX) as unix:
+        unix.bind(str(tmp_path / "gunicorn.sock"))
+        spoofed = {"SERVER_PORT": METRICS_PORT, "gunicorn.socket": unix, "wsgi.file_wrapper": FileWrapper}
+        assert client.get("/metrics", environ_overrides=spoofed).status_code == 404
 
 
 def test_build_info_names_the_release_and_environment(app_env):
