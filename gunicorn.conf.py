@@ -13,7 +13,9 @@ Started as plain `gunicorn`, each worker loads the app itself after patching (pr
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 from gunicorn.glogging import Logger
 
@@ -79,6 +81,37 @@ worker_tmp_dir = env("GUNICORN_WORKER_TMP_DIR", "/dev/shm" if os.path.isdir("/de
 preload_app = worker_class in GEVENT_WORKERS and "gevent.monkey" in sys.modules and \
     sys.modules["gevent.monkey"].is_module_patched("socket")
 
+# --- Metrics --------------------------------------------------------------------------------
+# Prometheus (app/metrics.py, docs/operations.md): Gunicorn also listens on METRICS_PORT (read by
+# app/config.py; 9464), on the public bind's host, and there the app answers GET /metrics and
+# nothing else; nginx proxies only the public bind. Any worker may take a scrape: every process
+# writes its values to files in PROMETHEUS_MULTIPROC_DIR, and a scrape adds them up. The
+# directory is this master's own, made empty at each start, so a restarted service never adds
+# to the last one's counts and two Gunicorns on one host (or replicas sharing a /dev/shm) never
+# share one; a reload (SIGHUP re-reads this file) keeps it, and the master removes it at exit.
+# Memory-backed, like the heartbeat files. Set here, before the app (preloaded next) imports
+# prometheus_client, which chooses its mode at import.
+try:
+    METRICS_PORT = load_config()["METRICS_PORT"]
+except ConfigError:
+    METRICS_PORT = 0  # on_starting prints the one line and exits 4
+
+
+def fresh_metrics_dir() -> str:
+    path = os.path.join(worker_tmp_dir or tempfile.gettempdir(), f"gunicorn-metrics-{os.getpid()}")
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR") != path:  # not a reload of this master
+        shutil.rmtree(path, ignore_errors=True)
+        os.mkdir(path, 0o700)
+    return path
+
+
+if METRICS_PORT:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir()
+    from app import metrics
+
+    public_host = "127.0.0.1" if bind.startswith(("unix:", "fd://")) else bind.rsplit(":", 1)[0]
+    bind = [bind, f"{public_host}:{METRICS_PORT}"]
+
 # --- Limits ---------------------------------------------------------------------------------
 # The longest request line Gunicorn reads (8190 is its maximum): just above nginx's 8 KiB
 # (large_client_header_buffers), so that whatever nginx passes on reaches the app, and an
@@ -100,8 +133,9 @@ control_socket = env("GUNICORN_CONTROL_SOCKET", "")
 accesslog = "-"
 errorlog = "-"
 loglevel = env("LOG_LEVEL", "info").lower()
-# Polled by load balancers every few seconds; at INFO they would drown real traffic.
-QUIET_PATHS = frozenset({"/health", "/health/ready"})
+# Polled by load balancers (and Prometheus) every few seconds; at INFO they would drown real
+# traffic.
+QUIET_PATHS = frozenset({"/health", "/health/ready", "/metrics"})
 
 
 class JsonLogger(Logger):
@@ -151,3 +185,20 @@ def on_starting(server):
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr, flush=True)
         raise SystemExit(APP_LOAD_ERROR) from None
+
+
+def pre_fork(server, worker):
+    if METRICS_PORT:
+        metrics.worker_started(workers_after=len(server.WORKERS) + 1)
+
+
+def child_exit(server, worker):
+    """In the master, once a worker has exited: its gauges of things in progress stop counting,
+    and one that exits while the master still listens is replaced, so it is a restart."""
+    if METRICS_PORT:
+        metrics.worker_exited(worker.pid, workers_left=len(server.WORKERS), replaced=bool(server.LISTENERS))
+
+
+def on_exit(server):
+    if METRICS_PORT:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -11,9 +11,22 @@ from .config import load_config
 
 def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `environ` (default: the process environment)."""
-    # Imported here, as Flask's tutorial does: Gunicorn's master imports app.config and
-    # app.jsonlog before gevent has patched the workers, and must not pull in the rest.
-    from . import api, cli, datastores, errors, health, login_limits, logs, middleware, passwords, sentry, sessions
+    # Imported here, as Flask's tutorial does: Gunicorn's master imports app.config, app.jsonlog
+    # and app.metrics before gevent has patched the workers, and must not pull in the rest.
+    from . import (
+        api,
+        cli,
+        datastores,
+        errors,
+        health,
+        login_limits,
+        logs,
+        metrics,
+        middleware,
+        passwords,
+        sentry,
+        sessions,
+    )
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(environ, instance_path=app.instance_path))
@@ -28,4 +41,5 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     api.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
+    metrics.init_app(app)  # last: outermost, it times every answer and serves the scrapes
     return app

@@ -58,6 +58,13 @@ def load_config(environ: Mapping[str, str] | None = None, instance_path: str | P
         "SENTRY_DSN": env.secret("SENTRY_DSN"),
         "SENTRY_ENVIRONMENT": env.str("SENTRY_ENVIRONMENT", app_env),
         "SENTRY_TRACES_SAMPLE_RATE": env.float("SENTRY_TRACES_SAMPLE_RATE", 0.0),
+        # the share of unexpected errors sent to Sentry (1.0: every one); lower it only if a
+        # flood of one bug eats the quota
+        "SENTRY_SAMPLE_RATE": env.float("SENTRY_SAMPLE_RATE", 1.0),
+        # Prometheus metrics (app/metrics.py): Gunicorn listens on this port too, beside its
+        # public bind, and answers only /metrics there; nginx never proxies it. 0: no metrics
+        # listener. Default: 9464 (the port OpenTelemetry's Prometheus exporters use).
+        "METRICS_PORT": env.int("METRICS_PORT", 9464),
         # the git SHA, baked into the image by the build (ARG GIT_SHA)
         "APP_RELEASE": env.str("APP_RELEASE", None),
         "LOG_LEVEL": env.str("LOG_LEVEL", "INFO").upper(),

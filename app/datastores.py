@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import select
 from pathlib import Path
 
 from flask import Flask, has_request_context, request
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.pool import QueuePool
 
-from . import pgwait
+from . import metrics, pgwait
 from .extensions import db, migrate
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -69,6 +74,7 @@ def engine_options(config: dict) -> dict:
         # invalidates the whole pool, so the next checkouts reconnect.
         # Gevent serves many requests per worker, but only this many hold a connection at once;
         # the rest wait at most pool_timeout, then get a 503, instead of queueing forever.
+        "poolclass": MeteredQueuePool,
         "pool_size": config["DB_POOL_SIZE"],
         "max_overflow": config["DB_MAX_OVERFLOW"],
         "pool_timeout": config["DB_POOL_TIMEOUT"],
@@ -89,6 +95,36 @@ def engine_options(config: dict) -> dict:
             "tcp_user_timeout": 10_000,
         },
     }
+
+
+class MeteredQueuePool(QueuePool):
+    """SQLAlchemy's pool, reporting to the metrics (app/metrics.py) how many connections are
+    out, and the checkouts that found none free and had to wait, or gave up at pool_timeout.
+    `connect()` is the pool's one entry (Engine.raw_connection); a connection always comes back
+    through `_do_return_conn`. Each reports the count it sees, so no path can make it drift."""
+
+    def __init__(self, creator, pool_size: int = 5, max_overflow: int = 10, **options):
+        super().__init__(creator, pool_size=pool_size, max_overflow=max_overflow, **options)
+        self.limit = pool_size + max_overflow if max_overflow >= 0 else None
+        self._limit_reported_by: int | None = None  # the process: the master builds it, workers use it
+
+    def connect(self):
+        if self._limit_reported_by != os.getpid() and self.limit is not None:
+            metrics.DB_POOL_LIMIT.set(self.limit)
+            self._limit_reported_by = os.getpid()
+        if self.limit is not None and self.checkedin() == 0 and self.checkedout() >= self.limit:
+            metrics.DB_POOL_WAITS.inc()
+        try:
+            return super().connect()
+        except PoolTimeoutError:
+            metrics.DB_POOL_TIMEOUTS.inc()
+            raise
+        finally:
+            metrics.DB_POOL_CHECKED_OUT.set(self.checkedout())
+
+    def _do_return_conn(self, record) -> None:
+        super()._do_return_conn(record)
+        metrics.DB_POOL_CHECKED_OUT.set(self.checkedout())
 
 
 def watch_connections(engine) -> None:
@@ -154,11 +190,35 @@ def wrap_requests_in_deadline(app: Flask, seconds: float) -> None:
     app.wsgi_app = with_deadline
 
 
+class MeteredRedis(Redis):
+    """redis-py's client, counting each command and pipeline that failed, by its exception's
+    class (app/metrics.py), once, after its retries."""
+
+    def execute_command(self, *args, **options):
+        try:
+            return super().execute_command(*args, **options)
+        except RedisError as error:
+            metrics.count_redis_error(error)
+            raise
+
+    def pipeline(self, transaction=True, shard_hint=None) -> Pipeline:
+        return MeteredPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
+class MeteredPipeline(Pipeline):
+    def execute(self, raise_on_error: bool = True):
+        try:
+            return super().execute(raise_on_error)
+        except RedisError as error:
+            metrics.count_redis_error(error)
+            raise
+
+
 def redis_client(config: dict) -> Redis:
     """Each operation waits at most REDIS_TIMEOUT. Only refused or reset connections (instant,
     and cured by reconnecting) are retried: a retry after a timeout would double the wait on
     a frozen server for nothing."""
-    return Redis.from_url(
+    return MeteredRedis.from_url(
         config["REDIS_URL"],
         socket_timeout=config["REDIS_TIMEOUT"],
         socket_connect_timeout=config["REDIS_TIMEOUT"],

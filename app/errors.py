@@ -13,6 +13,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, InternalServerError, UnsupportedMediaType
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 # Stable, machine-readable codes; clients switch on these, not on the message.
@@ -73,7 +75,9 @@ def flatten_validation_messages(messages: dict) -> dict:
 def handle_unavailable(error: Exception):
     # qualified: sqlalchemy.exc.TimeoutError (no pooled connection in time) and
     # redis.exceptions.TimeoutError call for different fixes
-    log.warning("dependency unavailable: %s.%s", type(error).__module__, type(error).__qualname__)
+    cause = f"{type(error).__module__}.{type(error).__qualname__}"
+    log.warning("dependency unavailable: %s", cause)
+    metrics.count_unavailable(cause)
     retry_after = str(current_app.config["RETRY_AFTER_SECONDS"])
     return error_response(503, "A backing service is unavailable; retry shortly.", headers={"Retry-After": retry_after})
 

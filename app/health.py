@@ -15,7 +15,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from gevent import Timeout
 from sqlalchemy.exc import ProgrammingError
 
-from . import pgwait
+from . import metrics, pgwait
 from .datastores import migration_revisions, schema_state
 from .extensions import db
 
@@ -113,6 +113,8 @@ class Readiness:
             "migrations:head": [{**database_check[0], **self._schema_verdict(database_check[0], revisions)}],
             "redis:responseTime": self._check(self._ping_redis),
         }
+        for name, (entry,) in checks.items():
+            metrics.record_readiness(name.split(":")[0], entry["status"] != "fail", entry["observedValue"] / 1000)
         statuses = {entry[0]["status"] for entry in checks.values()}
         overall = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
         report = {"status": overall, "checks": checks}

@@ -13,6 +13,14 @@ a user's data. Each auto-enabled integration was checked against sentry-sdk 2.75
   lines name no user data, and their client address is dropped (drop_client_address).
 - Stdlib (http.client, subprocess), threading, argv: nothing from a request; a request makes no
   outbound HTTP calls.
+
+Expected errors are never sent: a 4xx is an answer, not an exception Flask reports, and a 503 for
+an unavailable dependency is dropped by before_send (the metric http_dependency_unavailable_total
+counts it, app/metrics.py). Sending never holds up a request: an event joins the SDK's bounded
+queue (transport_queue_size, 100 by default) and a background greenlet posts it, waiting at most
+30 s for an answer; while the collector does not answer, the queue fills and further events are
+dropped, and the SDK reports how many to Sentry once it answers again (client reports,
+"queue_overflow"). tests/test_sentry_gunicorn.py proves both under the production launcher.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from .logs import REQUEST_ID_ENVIRON_KEY
 # already covers Cookie, Authorization and any *-Key, Idempotency-Key included). These are the
 # terms the SDK itself scrubs when send_default_pii is off.
 CLIENT_ADDRESS_HEADERS = ["forwarded", "-ip", "remote-", "via", "-user"]
+CREDENTIAL_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
 
 
 def init_app(app: Flask) -> None:
@@ -35,6 +44,7 @@ def init_app(app: Flask) -> None:
         return
     # only here: the SDK's import adds ~0.1 s to a worker's boot
     import sentry_sdk
+    from sentry_sdk.integrations.flask import FlaskIntegration
     from sentry_sdk.integrations.logging import ignore_logger
     from sentry_sdk.integrations.redis import RedisIntegration
 
@@ -43,8 +53,12 @@ def init_app(app: Flask) -> None:
         dsn=dsn,
         environment=app.config["SENTRY_ENVIRONMENT"],
         release=app.config["APP_RELEASE"],
+        sample_rate=app.config["SENTRY_SAMPLE_RATE"],
         # performance tracing costs quota and latency; opt in per deployment
         traces_sample_rate=app.config["SENTRY_TRACES_SAMPLE_RATE"],
+        # The transaction is the route template (/api/notes/<int:note_id>), as in the metrics'
+        # route label, not the view function's name.
+        integrations=[FlaskIntegration(transaction_style="url")],
         disabled_integrations=[RedisIntegration()],
         # The successor of send_default_pii=False (deprecated in sentry-sdk 2.7x): no user
         # identity, cookies, request bodies, query parameters or local variables leave the
@@ -76,12 +90,21 @@ def before_send(event: dict, hint: dict) -> dict | None:
     if has_request_context():
         event.setdefault("tags", {})["request_id"] = request.environ.get(REQUEST_ID_ENVIRON_KEY)
     drop_client_address(event.get("extra"))
+    drop_credential_headers(event.get("request"))
     return event
 
 
 def before_breadcrumb(crumb: dict, hint: dict) -> dict:
     drop_client_address(crumb.get("data"))
     return crumb
+
+
+def drop_credential_headers(sent_request: dict | None) -> None:
+    """The SDK sends a scrubbed header with its name and "[Filtered]"; these go altogether."""
+    headers = (sent_request or {}).get("headers")
+    if headers:
+        for name in [name for name in headers if name.lower() in CREDENTIAL_HEADERS]:
+            del headers[name]
 
 
 def drop_client_address(fields: dict | None) -> None:

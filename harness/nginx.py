@@ -84,7 +84,7 @@ def write_trusted_proxies(conf_d: Path, ranges: str) -> subprocess.CompletedProc
     return subprocess.run([str(TRUSTED_PROXIES_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
-def loopback_env(prefix: Path, *, http_port: int, https_port: int) -> dict[str, str]:
+def loopback_env(prefix: Path, *, http_port: int, https_port: int, status_port: int | None = None) -> dict[str, str]:
     """Template values for a loopback run: listeners on 127.0.0.1, directories inside the prefix,
     the shipped per-address limits."""
     return {
@@ -94,6 +94,7 @@ def loopback_env(prefix: Path, *, http_port: int, https_port: int) -> dict[str, 
         "NGINX_CONN_LIMIT": "64",
         "NGINX_HTTP_PORT": f"127.0.0.1:{http_port}",
         "NGINX_HTTPS_PORT": f"127.0.0.1:{https_port}",
+        "NGINX_STATUS_PORT": f"127.0.0.1:{status_port or free_port()}",
         "NGINX_CERT_DIR": str(prefix / "certs"),
         "NGINX_STATIC_ROOT": str(prefix / "static"),
         "NGINX_ACME_ROOT": str(prefix / "acme"),
@@ -173,8 +174,9 @@ class NginxServer:
         load from one address; `trusted_proxies` is NGINX_TRUSTED_PROXIES; `other_upstreams`
         (host:port) are listed before 127.0.0.1:upstream_port."""
         self.prefix = world_readable_dir()
-        self.http_port, self.https_port = free_port(), free_port()
-        env = loopback_env(self.prefix, http_port=self.http_port, https_port=self.https_port)
+        self.http_port, self.https_port, self.status_port = free_port(), free_port(), free_port()
+        env = loopback_env(self.prefix, http_port=self.http_port, https_port=self.https_port,
+                           status_port=self.status_port)
         if load_test:
             env.update(LOAD_TEST_LIMITS)
         upstreams = " ".join((*other_upstreams, f"127.0.0.1:{upstream_port}"))
@@ -195,6 +197,11 @@ class NginxServer:
     @property
     def stderr_log(self) -> Path:
         return self.prefix / "logs" / "stderr.log"
+
+    @property
+    def status_url(self) -> str:
+        """stub_status, on the internal listener."""
+        return f"http://127.0.0.1:{self.status_port}/stub_status"
 
     @property
     def cafile(self) -> str:

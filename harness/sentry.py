@@ -1,6 +1,7 @@
 """A Sentry ingest stand-in on loopback: it accepts envelopes as Sentry's ingest endpoint does
-(POST /api/<project>/envelope/) and keeps every event, for tests that check what a real
-sentry-sdk client sends, in-process or from a Gunicorn worker."""
+(POST /api/<project>/envelope/) and keeps every event and client report, for tests that check
+what a real sentry-sdk client sends, in-process or from a Gunicorn worker. `hold()` black-holes
+it: it accepts connections and reads each envelope, but answers none until `release()`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class SentryIngest:
     def __init__(self) -> None:
         self.events: list[dict] = []  # {"path": ..., "event": ..., "raw": the item's text}
+        # what the SDK says it dropped, and why: {"reason": ..., "category": ..., "quantity": ...}
+        self.discarded: list[dict] = []
+        self.answering = threading.Event()
+        self.answering.set()
         ingest = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -23,8 +28,12 @@ class SentryIngest:
                 lines = body.decode().splitlines()
                 # an envelope: its header line, then item header / payload pairs
                 for item_header, payload in zip(lines[1::2], lines[2::2], strict=True):
-                    if json.loads(item_header)["type"] == "event":
+                    kind = json.loads(item_header)["type"]
+                    if kind == "event":
                         ingest.events.append({"path": self.path, "event": json.loads(payload), "raw": payload})
+                    elif kind == "client_report":
+                        ingest.discarded.extend(json.loads(payload).get("discarded_events", []))
+                ingest.answering.wait(60)  # a bound, so a forgotten hold cannot hang the server
                 self.send_response(200)
                 self.end_headers()
 
@@ -38,10 +47,18 @@ class SentryIngest:
     def dsn(self) -> str:
         return f"http://publickey@127.0.0.1:{self.server.server_port}/42"
 
+    def hold(self) -> None:
+        """Take connections and envelopes, answer nothing (a collector that hangs)."""
+        self.answering.clear()
+
+    def release(self) -> None:
+        self.answering.set()
+
     def start(self) -> SentryIngest:
         self.thread.start()
         return self
 
     def close(self) -> None:
+        self.release()
         self.server.shutdown()
         self.server.server_close()

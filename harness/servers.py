@@ -165,6 +165,8 @@ class GunicornServer:
         self.env = {
             **os.environ,
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            # a port of its own: several servers run at once, and the default is one port
+            "METRICS_PORT": str(free_port()),
             "WEB_CONCURRENCY": "1",
             **env,
         }
@@ -176,6 +178,11 @@ class GunicornServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where Prometheus scrapes it (METRICS_PORT, app/metrics.py)."""
+        return f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics"
 
     @property
     def launcher(self) -> list[str]:

@@ -35,6 +35,9 @@ declare -A needed=(
   [certbot]=certbot
   # a TLS-terminating load balancer in front of nginx, probing by address
   [haproxy]=haproxy
+  # a real Prometheus scraping the native stack, and promtool for the rules and their tests
+  [prometheus]=prometheus
+  [promtool]=prometheus
 )
 
 have() {

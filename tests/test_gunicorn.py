@@ -443,3 +443,27 @@ def test_the_draining_listener_hands_over_every_queued_connection_before_it_clos
     finally:
         for client in clients:
             client.close()
+
+
+def metrics_dir(server) -> Path:
+    """The master's multiprocess directory (gunicorn.conf.py), beside the heartbeat files."""
+    return Path("/dev/shm") / f"gunicorn-metrics-{server.proc.pid}"
+
+
+def test_each_master_counts_in_a_fresh_directory_of_its_own_and_removes_it(start_gunicorn, app_env):
+    """Two servers on one host never add to each other's counts, and none outlives its master."""
+    first, second = start_gunicorn({**app_env, "WEB_CONCURRENCY": "2"}), start_gunicorn(app_env)
+    for _ in range(3):
+        assert get(f"{first.url}/api/notes")[0] == 401
+    assert get(f"{second.url}/api/notes")[0] == 401
+
+    def counted(server) -> str:
+        lines = get(server.metrics_url)[2].decode().splitlines()
+        return next(line for line in lines if line.startswith('http_requests_total{method="GET",route="/api/notes"'))
+
+    assert counted(first).endswith(" 3.0") and counted(second).endswith(" 1.0")
+    directories = [metrics_dir(server) for server in (first, second)]
+    assert all(directory.is_dir() and list(directory.glob("counter_*.db")) for directory in directories)
+    for server in (first, second):
+        assert server.stop() == 0
+    assert not any(directory.exists() for directory in directories)

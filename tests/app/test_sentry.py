@@ -68,6 +68,20 @@ def test_an_outage_answered_503_is_not_reported(app_env, sentry_ingest):
     assert [e["event"]["exception"]["values"][0]["type"] for e in sentry_ingest.events] == ["RuntimeError"]
 
 
+def test_sentry_sample_rate_zero_sends_no_error(app_env, sentry_ingest):
+    app = create_app({**app_env, "SENTRY_DSN": sentry_ingest.dsn, "SENTRY_SAMPLE_RATE": "0"})
+
+    @app.get("/_test/error")
+    def fail():
+        raise RuntimeError("deliberate failure for Sentry")
+
+    assert app.test_client().get("/_test/error").status_code == 500
+    sentry_sdk.flush(timeout=10)
+
+    assert sentry_sdk.get_client().options["sample_rate"] == 0
+    assert sentry_ingest.events == []
+
+
 def test_without_a_dsn_the_app_leaves_sentry_alone(app_env, sentry_ingest):
     """A client set up before the app (by a test here, by another library in real life) is not
     replaced by a disabled one: without SENTRY_DSN the factory does not call sentry_sdk.init."""

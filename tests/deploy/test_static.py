@@ -10,7 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from app.config import load_config
 from harness import REPO, VENV_BIN
 
 DEV = REPO / "docker-compose.yml"
@@ -32,7 +34,9 @@ COMPOSE_VARIABLES = {*PROD_REQUIRED, "WEB_IMAGE", "BASE_IMAGE", "WHEELHOUSE", "G
                      "REDIS_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "HTTP_PORT", "HTTPS_PORT", "LOG_LEVEL",
                      "NGINX_SERVER_NAME", "SENTRY_DSN", "WEB_REPLICAS", "NGINX_API_RATE", "NGINX_API_BURST",
                      "NGINX_CONN_LIMIT", "NGINX_TRUSTED_PROXIES", "SECRETS_DIR", "APP_ENV_FILE", "WEB_CONCURRENCY",
-                     "WEB_CPUS", "REDIS_MAXMEMORY", "RESTIC_REPOSITORY", "RESTIC_PASSWORD", "BACKUP_INTERVAL_SECONDS"}
+                     "WEB_CPUS", "REDIS_MAXMEMORY", "RESTIC_REPOSITORY", "RESTIC_PASSWORD", "BACKUP_INTERVAL_SECONDS",
+                     "BACKUP_MAX_AGE_SECONDS", "PROMETHEUS_IMAGE", "PROMETHEUS_RETENTION", "NGINX_EXPORTER_IMAGE",
+                     "BLACKBOX_EXPORTER_IMAGE", "NODE_EXPORTER_IMAGE"}
 # The secrets a deploy gives as plain variables or, with docker-compose.secrets.yml, as files.
 SECRET_VARIABLES = ("SECRET_KEY", "POSTGRES_PASSWORD", "REDIS_PASSWORD")
 
@@ -43,20 +47,23 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def compose_config(*files: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def compose_config(*files: Path, env: dict[str, str] | None = None, profile: str | None = None
+                   ) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items()
              if k not in COMPOSE_VARIABLES and not k.startswith(("COMPOSE_", "DOCKER_"))}
     args = [tool("docker-compose")]
     for file in files:
         args += ["--file", str(file)]
+    if profile:
+        args += ["--profile", profile]
     # --env-file /dev/null: a developer's .env must not change what is checked.
     args += ["--env-file", os.devnull, "config", "--format", "json"]
     return subprocess.run(args, env={**clean, **(env or {})}, cwd=REPO, capture_output=True, text=True,
                           timeout=60)
 
 
-def model(*files: Path, env: dict[str, str] | None = None) -> dict:
-    result = compose_config(*files, env=env)
+def model(*files: Path, env: dict[str, str] | None = None, profile: str | None = None) -> dict:
+    result = compose_config(*files, env=env, profile=profile)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -307,7 +314,8 @@ def test_prod_certbot_shares_the_webroot_with_nginx_and_is_a_tool():
 def test_prod_runs_the_releases_backup_image_into_its_own_volume():
     backup = model(DEV, PROD, env=PROD_REQUIRED)["services"]["backup"]
     assert backup["image"] == f"{PROD_REQUIRED['REGISTRY']}/flask-kit-backup:sha-{PROD_REQUIRED['TAG']}"
-    assert [(v["type"], v["source"], v["target"]) for v in backup["volumes"]] == [("volume", "backups", "/backups")]
+    assert [(v["type"], v["source"], v["target"]) for v in backup["volumes"]] == \
+        [("volume", "backups", "/backups"), ("volume", "backup-metrics", "/metrics")]
     assert PROD_REQUIRED["POSTGRES_PASSWORD"] in backup["environment"]["DATABASE_URL"]
     assert backup["environment"]["BACKUP_INTERVAL_SECONDS"] == "86400"
     assert "ports" not in backup
@@ -371,3 +379,55 @@ def test_prod_with_docker_secrets_needs_no_secret_variable(tmp_path):
     # without the directory, the secrets file names what is missing
     result = compose_config(DEV, PROD, SECRETS, env=env)
     assert result.returncode != 0 and "required variable SECRETS_DIR is missing" in result.stderr
+
+
+# --- the monitoring profile ---------------------------------------------------------------
+
+MONITORING = ("prometheus", "nginx-exporter", "blackbox-exporter")
+PROMETHEUS_CONFIG = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+
+
+def scrape_job(name: str) -> dict:
+    (job,) = [job for job in PROMETHEUS_CONFIG["scrape_configs"] if job["job_name"] == name]
+    return job
+
+
+def test_monitoring_is_an_opt_in_profile():
+    assert not set(MONITORING) & set(model(DEV)["services"])
+    assert not {*MONITORING, "backup-exporter"} & set(model(DEV, PROD, env=PROD_REQUIRED)["services"])
+
+
+def test_monitoring_publishes_nothing_new_in_either_file():
+    for files, env, nginx_ports in (((DEV,), {}, {("127.0.0.1", 80), ("127.0.0.1", 443)}),
+                                    ((DEV, PROD), PROD_REQUIRED, {(None, 80), (None, 443)})):
+        services = model(*files, env=env, profile="monitoring")["services"]
+        assert set(MONITORING) <= set(services)
+        published = {name: svc["ports"] for name, svc in services.items() if svc.get("ports")}
+        assert set(published) == {"nginx"}
+        assert {(p.get("host_ip"), p["target"]) for p in published["nginx"]} == nginx_ports
+
+
+def test_prometheus_reads_the_repos_config_and_scrapes_the_ports_compose_serves():
+    services = model(DEV, profile="monitoring")["services"]
+    mounts = {v["target"]: v for v in services["prometheus"]["volumes"]}
+    assert Path(mounts["/etc/prometheus"]["source"]) == REPO / "deploy" / "prometheus"
+    assert mounts["/etc/prometheus"]["read_only"] is True
+    web = scrape_job("web")["dns_sd_configs"][0]
+    assert web["names"] == ["web"] and web["port"] == load_config({"APP_ENV": "testing", "DATABASE_URL": "sqlite://"}
+                                                                  )["METRICS_PORT"]
+    status_port = services["nginx"]["environment"]["NGINX_STATUS_PORT"]
+    assert services["nginx-exporter"]["command"] == [f"--nginx.scrape-uri=http://nginx:{status_port}/stub_status"]
+    assert scrape_job("nginx")["static_configs"][0]["targets"] == ["nginx-exporter:9113"]
+
+
+def test_prod_backup_reports_its_health_and_the_age_prometheus_reads():
+    services = model(DEV, PROD, env=PROD_REQUIRED, profile="monitoring")["services"]
+    backup, exporter = services["backup"], services["backup-exporter"]
+    assert backup["healthcheck"]["test"] == ["CMD", "backup-schedule.sh", "--check"]
+    metrics_file = Path(backup["environment"]["BACKUP_METRICS_FILE"])
+    written = {v["source"]: v["target"] for v in backup["volumes"]}
+    read = {v["source"]: v for v in exporter["volumes"]}
+    assert Path(written["backup-metrics"]) == metrics_file.parent
+    assert read["backup-metrics"]["read_only"] is True
+    assert f"--collector.textfile.directory={read['backup-metrics']['target']}" in exporter["command"]
+    assert scrape_job("backup")["dns_sd_configs"][0]["names"] == ["backup-exporter"]

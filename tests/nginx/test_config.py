@@ -34,6 +34,7 @@ CONTAINER_ENV = {
     "NGINX_CONN_LIMIT": "64",
     "NGINX_HTTP_PORT": "80",
     "NGINX_HTTPS_PORT": "443",
+    "NGINX_STATUS_PORT": "8080",
     "NGINX_CERT_DIR": "/etc/nginx/certs",
     "NGINX_STATIC_ROOT": "/srv/static",
     "NGINX_ACME_ROOT": "/var/www/certbot",

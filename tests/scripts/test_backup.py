@@ -1,7 +1,8 @@
 """scripts/backup.sh, restore.sh and backup-schedule.sh against real Postgres and SQLite: data
 made through the API survives backup, wipe and restore unchanged; damaged backups and non-empty
 targets are refused before anything is touched; retention keeps the right files; the schedule
-stops on SIGTERM; restic holds an off-host copy; no password reaches argv or the output."""
+stops on SIGTERM, and its healthcheck and metrics tell the newest backup's age; restic holds an
+off-host copy; no password reaches argv or the output."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from flask_migrate import upgrade
 from app import create_app
 from app.extensions import db
 from harness import REPO
-from harness.process import child_pids, process_state, stop_process
+from harness.process import child_pids, find_binary, process_state, stop_process
 from harness.servers import PostgresServer, migrate_to_head
 from harness.wait import wait_for, wait_for_line
 
@@ -515,6 +516,59 @@ def test_a_restarted_schedule_waits_for_a_backup_not_yet_due(database_url, tmp_p
     assert [r["message"] for r in log_records(log)] == ["backup schedule started",
                                                          "backup schedule stopped by a signal"]
     assert len(list(backup_dir.iterdir())) == 1
+
+
+def check(backup_dir: Path, **env: str) -> subprocess.CompletedProcess:
+    """The backup service's healthcheck: backup-schedule.sh --check."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BACKUP_", "RESTIC_"))}
+    return subprocess.run([str(SCRIPTS / "backup-schedule.sh"), "--check"], env={**base, "BACKUP_DIR": str(backup_dir),
+                          **env}, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize("hours_old, env, healthy", [
+    ((25, 200), {}, True),  # daily: a run may start late and take long, up to the interval + 2 h
+    ((27,), {}, False),
+    ((2,), {"BACKUP_INTERVAL_SECONDS": "3600"}, True),
+    ((4,), {"BACKUP_INTERVAL_SECONDS": "3600"}, False),
+    ((2,), {"BACKUP_MAX_AGE_SECONDS": "3600"}, False),
+    ((), {}, False),
+], ids=["daily, 25 h", "daily, 27 h", "hourly, 2 h", "hourly, 4 h", "1 h allowed, 2 h", "none"])
+def test_the_healthcheck_fails_once_the_newest_backup_is_older_than_the_schedule_allows(tmp_path, hours_old, env,
+                                                                                       healthy):
+    for hours in hours_old:
+        stamp = (datetime.now(timezone.utc) - timedelta(hours=hours)).strftime("%Y%m%dT%H%M%SZ")
+        (tmp_path / f"kit-{stamp}.dump").write_bytes(b"a backup")
+
+    result = check(tmp_path, **env)
+
+    assert result.returncode == (0 if healthy else 1), result.stdout + result.stderr
+    line = (result.stdout if healthy else result.stderr).strip()
+    assert line.startswith(f"backup-schedule: {'healthy' if healthy else 'unhealthy'}: ")
+    assert "\n" not in line
+
+
+def test_the_schedule_exports_the_newest_backups_time_for_prometheus(database_url, tmp_path):
+    backup_dir, metrics = tmp_path / "backups", tmp_path / "metrics" / "backup.prom"
+    metrics.parent.mkdir()
+    proc, log = start_schedule(tmp_path, {"DATABASE_URL": database_url, "BACKUP_DIR": str(backup_dir),
+                                          "BACKUP_INTERVAL_SECONDS": "86400", "BACKUP_METRICS_FILE": str(metrics)})
+    try:
+        wait_for(lambda: any(r["message"] == "backup done" for r in log_records(log)), 30, "the first backup")
+        wait_for(lambda: metrics.exists() and " 0\n" not in metrics.read_text(), 10, "the metrics after the backup")
+    finally:
+        stop_process(proc)
+
+    (done,) = [r for r in log_records(log) if r["message"] == "backup done"]
+    taken = datetime.strptime(BACKUP_NAME.match(Path(done["file"]).name)["stamp"], "%Y%m%dT%H%M%SZ")
+    text = metrics.read_text()
+    assert text.splitlines()[2::3] == [f"backup_last_success_timestamp_seconds "
+                                       f"{int(taken.replace(tzinfo=timezone.utc).timestamp())}",
+                                       "backup_max_age_seconds 93600"]
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o644  # the exporter is another user
+    lint = subprocess.run([find_binary("promtool"), "check", "metrics"], input=text, capture_output=True, text=True,
+                          timeout=30)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert check(backup_dir).returncode == 0
 
 
 def test_schedule_logs_a_failed_run_and_goes_on(tmp_path):
