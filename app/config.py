@@ -84,6 +84,8 @@ def load_config(environ: Mapping[str, str] | None = None, instance_path: str | P
         "SESSION_LIFETIME_SECONDS": env.int("SESSION_LIFETIME_SECONDS", 14 * 24 * 3600),
         # an unchanged session's expiry is pushed back (one write) at most this often
         "SESSION_REFRESH_SECONDS": env.int("SESSION_REFRESH_SECONDS", 3600),
+        # Flask-Session then writes changed sessions only; the interval above slides the rest
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "LOGIN_FAILURES_PER_ACCOUNT": env.int("LOGIN_FAILURES_PER_ACCOUNT", 10),
         "LOGIN_FAILURES_PER_ADDRESS": env.int("LOGIN_FAILURES_PER_ADDRESS", 50),
         "LOGIN_FAILURE_WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", 900),
