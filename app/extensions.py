@@ -2,6 +2,8 @@
 
 import logging
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import DBAPIError
@@ -37,3 +39,5 @@ class Database(SQLAlchemy):
 # are the stored ones).
 db = Database(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
+# No default limits: a request to a view without a limit never touches the limiter's storage.
+limiter = Limiter(key_func=get_remote_address)

@@ -3,7 +3,6 @@
 import pytest
 
 from app import create_app
-from app.login_limits import LoginLimits
 
 PASSWORD = "correct horse battery"
 
@@ -67,6 +66,8 @@ def test_a_successful_login_clears_the_account_count(limited):
 
 
 def test_without_redis_each_process_counts_in_memory():
+    from app.login_limits import LoginLimits
+
     limits = LoginLimits(None, per_account=2, per_address=10, window=60)
 
     limits.failed("ada@example.com", "203.0.113.1")
