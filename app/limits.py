@@ -1,6 +1,8 @@
 """Rate limits on Flask-Limiter, counted in the app's Redis (in memory, per process, when the
-app runs embedded). The limits are declared on their views: failed logins, per account and per
-client address (app/api/auth.py).
+app runs embedded). The limits are declared on their views:
+- failed logins, per account and per client address (app/api/auth.py);
+- notes created, per user (app/api/notes.py): nginx limits each address, but cannot see the
+  user behind a cookie sent from many.
 
 Flask-Limiter checks a limit before its view runs, so a refused login hashes nothing, and
 `deduct_when` counts only the answers it selects (a failed login's 401). What this module adds:
