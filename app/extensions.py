@@ -39,5 +39,6 @@ class Database(SQLAlchemy):
 # are the stored ones).
 db = Database(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
-# No default limits: a request to a view without a limit never touches the limiter's storage.
+# Limits are declared on views only (no default, application or blueprint limits: app/limits.py
+# drops the check Flask-Limiter runs for those before every request).
 limiter = Limiter(key_func=get_remote_address)
