@@ -1,3 +1,5 @@
+import time
+
 import marshmallow
 import pytest
 
@@ -166,3 +168,22 @@ def test_the_note_limit_leaves_reads_and_anonymous_writes_alone(three_notes_a_mi
 
     assert ada.get("/api/notes").status_code == 200
     assert three_notes_a_minute.test_client().post("/api/notes", json={"title": "t"}).status_code == 401
+
+
+def test_a_frozen_redis_answers_a_write_with_503_within_its_timeout(three_notes_a_minute, redis_server):
+    """The session read meets the frozen Redis first, and the limit, which needs the session,
+    fails with it: one REDIS_TIMEOUT, then the app's 503."""
+    ada = logged_in_as(three_notes_a_minute, "ada@example.com")
+    redis_server.freeze()
+    try:
+        started = time.monotonic()
+        response = write(ada, "203.0.113.1")
+        took = time.monotonic() - started
+    finally:
+        redis_server.thaw()
+
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.json["error"]["code"] == "service_unavailable"
+    assert took < three_notes_a_minute.config["REDIS_TIMEOUT"] + 1.0  # one timeout, plus slack
+    with three_notes_a_minute.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Note)) == 0
