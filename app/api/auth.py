@@ -48,11 +48,12 @@ def failed_logins(count_setting: str, key_func):
     the first failure) under key_func's key. Only a 401 counts, so users who type their password
     right are never limited. Past the limit, login answers 429 with Retry-After, the right
     password included, and before the view runs: a refused attempt hashes nothing."""
-    return limiter.limit(
-        lambda: f"{current_app.config[count_setting]} per {current_app.config['LOGIN_FAILURE_WINDOW_SECONDS']} seconds",
-        key_func=key_func, deduct_when=lambda response: response.status_code == 401,
-        error_message="Too many failed logins; retry later.",
-    )
+    def limit() -> str:  # read per request: each app has its own settings
+        config = current_app.config
+        return f"{config[count_setting]} per {config['LOGIN_FAILURE_WINDOW_SECONDS']} seconds"
+
+    return limiter.limit(limit, key_func=key_func, deduct_when=lambda response: response.status_code == 401,
+                         error_message="Too many failed logins; retry later.")
 
 
 def current_user() -> User:
