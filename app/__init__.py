@@ -13,20 +13,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `environ` (default: the process environment)."""
     # Imported here, as Flask's tutorial does: Gunicorn's master imports app.config, app.jsonlog
     # and app.metrics before gevent has patched the workers, and must not pull in the rest.
-    from . import (
-        api,
-        cli,
-        datastores,
-        errors,
-        health,
-        login_limits,
-        logs,
-        metrics,
-        middleware,
-        passwords,
-        sentry,
-        sessions,
-    )
+    from . import api, cli, datastores, errors, health, limits, logs, metrics, middleware, passwords, sentry, sessions
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(environ, instance_path=app.instance_path))
@@ -35,7 +22,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     datastores.init_app(app)
     sessions.init_app(app)
     passwords.init_app(app)
-    login_limits.init_app(app)
+    limits.init_app(app)
     health.init_app(app)  # before middleware: its liveness answer sits inside the request id
     middleware.init_app(app)
     api.init_app(app)

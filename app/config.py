@@ -91,9 +91,14 @@ def load_config(environ: Mapping[str, str] | None = None, instance_path: str | P
         "SESSION_LIFETIME_SECONDS": env.int("SESSION_LIFETIME_SECONDS", 14 * 24 * 3600),
         # an unchanged session's expiry is pushed back (one write) at most this often
         "SESSION_REFRESH_SECONDS": env.int("SESSION_REFRESH_SECONDS", 3600),
+        # Flask-Session then writes changed sessions only; the interval above slides the rest
+        "SESSION_REFRESH_EACH_REQUEST": False,
         "LOGIN_FAILURES_PER_ACCOUNT": env.int("LOGIN_FAILURES_PER_ACCOUNT", 10),
         "LOGIN_FAILURES_PER_ADDRESS": env.int("LOGIN_FAILURES_PER_ADDRESS", 50),
         "LOGIN_FAILURE_WINDOW_SECONDS": env.int("LOGIN_FAILURE_WINDOW_SECONDS", 900),
+        # Notes one user may create per minute, then 429 with Retry-After. nginx limits each address
+        # (10 requests/s) but cannot see users; this is that rate per user, from any number of addresses.
+        "NOTES_PER_USER_PER_MINUTE": env.int("NOTES_PER_USER_PER_MINUTE", 600),
         "PASSWORD_HASH_CONCURRENCY": env.int("PASSWORD_HASH_CONCURRENCY", 1),
         "PASSWORD_HASH_QUEUE_SECONDS": env.float("PASSWORD_HASH_QUEUE_SECONDS", 5.0),
         "IDEMPOTENCY_KEY_TTL_SECONDS": env.int("IDEMPOTENCY_KEY_TTL_SECONDS", 24 * 3600),

@@ -2,6 +2,8 @@
 
 import logging
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.exc import DBAPIError
@@ -37,3 +39,6 @@ class Database(SQLAlchemy):
 # are the stored ones).
 db = Database(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
+# Limits are declared on views only (no default, application or blueprint limits: app/limits.py
+# drops the check Flask-Limiter runs for those before every request).
+limiter = Limiter(key_func=get_remote_address)

@@ -1,32 +1,43 @@
-"""Server-side sessions: a random id in the cookie, the data in Redis (or in instance/ files
-when the app runs embedded, with no Redis).
+"""Server-side sessions on Flask-Session: a random id in the cookie, the data in Redis (or in
+instance/ files through its cachelib backend when the app runs embedded, with no Redis).
 
-Two properties matter here, and are why this is not Flask-Session:
-- Logout is final. Only a login creates a session; every later write is "only if it still
-  exists" (Redis SET XX). A request that was already in flight when the user logged out can
-  therefore never write the session back when it finishes.
-- An unchanged session costs no write. Its expiry slides forward at most once per
-  SESSION_REFRESH_SECONDS, not on every request.
-
-The id in the cookie is the whole credential, so it is never stored: a session lives under the
-SHA-256 of its id (storage_key). Redis's MONITOR and slow log, its RDB and AOF files, a backup
-of them, and Sentry's breadcrumbs then hold nothing that can be replayed as a cookie. A plain
-hash is enough, since the id is 256 random bits (no guessing, no table), and it keeps sessions
-valid across a SECRET_KEY rotation, as before.
+Flask-Session 0.8 sets the cookie, makes the id (secrets.token_urlsafe(32)), issues a new one at
+login (regenerate) and writes only changed sessions (SESSION_REFRESH_EACH_REQUEST off). The
+subclasses below add what its code does not keep (flask_session/base.py, redis/redis.py and
+cachelib/cachelib.py of 0.8.0 in the venv):
+- Logout is final. Its backends write every session with a plain SET (`_upsert_session`), so a
+  request that was in flight when the user logged out would bring the session back when it
+  finishes. Here only a login (regenerate) creates a session; every later write is "only if it
+  still exists" (Redis SET XX), and a write that finds it gone deletes the cookie.
+- An unchanged session's expiry slides, at most once per SESSION_REFRESH_SECONDS. Flask-Session
+  either writes every request (SESSION_REFRESH_EACH_REQUEST) or never moves an unchanged
+  session's expiry; should_set_storage adds the interval, so the record keeps when it was written.
+- The id in the cookie is the whole credential, so it is never stored: a session lives under the
+  SHA-256 of its id (storage_key), not Flask-Session's `key_prefix + sid`. Redis's MONITOR and
+  slow log, its RDB and AOF files, a backup of them, and Sentry's breadcrumbs then hold nothing
+  that can be replayed as a cookie. A plain hash is enough, since the id is 256 random bits (no
+  guessing, no table). A cookie that is not one of our ids is never looked up at all.
+- Health probes never open a session, and a store that cannot be read fails only the requests
+  that touch the session (503), where Flask-Session's open_session would fail every request.
+- Logout deletes the cookie with the attributes it was set with; base.py's save_session passes
+  only its domain and path, and browsers may then keep the original.
+- Records keep the format of the release before Flask-Session (RecordSerializer), so neither
+  the upgrade nor a rollback signs anyone out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 import time
+from datetime import timedelta
 
 from cachelib import FileSystemCache
 from flask import Flask, Request, Response
 from flask.json.tag import TaggedJSONSerializer
-from flask.sessions import SecureCookieSession, SessionInterface
-from redis import Redis
+from flask_session.base import Serializer, ServerSideSession
+from flask_session.cachelib import CacheLibSessionInterface
+from flask_session.redis import RedisSessionInterface
 from redis.exceptions import RedisError
 
 KEY_PREFIX = "session:"
@@ -34,6 +45,8 @@ KEY_PREFIX = "session:"
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 # Load balancers poll these without cookies; they must never wait on the session store.
 SESSIONLESS_PATH_PREFIXES = ("/health",)
+# Carries a stored record's write time from RecordSerializer.decode into Session, which pops it.
+WRITTEN_AT = "_written_at"
 
 
 def storage_key(sid: str) -> str:
@@ -41,21 +54,23 @@ def storage_key(sid: str) -> str:
     return KEY_PREFIX + hashlib.sha256(sid.encode()).hexdigest()
 
 
-class ServerSession(SecureCookieSession):
-    """Flask's change-tracking session dict, plus where it is stored and when it was last written."""
-
-    # every session lives SESSION_LIFETIME_SECONDS (a class attribute: Flask's property would
-    # store the flag in the session data itself)
-    permanent = True
-
-    def __init__(self, data=None, sid: str | None = None, written_at: float = 0.0):
-        super().__init__(data)
-        self.sid = sid
-        self.new = sid is None
-        self.written_at = written_at
+class SessionEnded(Exception):
+    """The session was deleted (a logout) while this request ran."""
 
 
-class UnavailableSession(ServerSession):
+class Session(ServerSideSession):
+    """Flask-Session's session, plus when it was last written (None: never stored) and whether
+    this request's login created it."""
+
+    created = False
+
+    def __init__(self, initial=None, sid: str | None = None, permanent: bool | None = None):
+        initial = dict(initial or {})
+        self.written_at: float | None = initial.pop(WRITTEN_AT, None)
+        super().__init__(initial, sid, permanent)
+
+
+class UnavailableSession(Session):
     """Stands in when the store could not be read: the request fails (503, through the
     error handlers, without a traceback) only when it touches the session, and a failed
     read is never mistaken for "not logged in"."""
@@ -72,129 +87,120 @@ class UnavailableSession(ServerSession):
     get = setdefault = clear = pop = popitem = update = _unavailable
 
 
-class RedisStore:
-    def __init__(self, client: Redis):
-        self.client = client
+class RecordSerializer(Serializer):
+    """{"data": ..., "written_at": ...} in Flask's tagged JSON, as the release before Flask-Session
+    stored sessions. Flask-Session's msgpack would be a 500 for that release after a rollback, and
+    its records carry no write time."""
 
-    def load(self, sid: str) -> bytes | None:
-        return self.client.get(storage_key(sid))
+    tagged = TaggedJSONSerializer()
 
-    def create(self, sid: str, value: str, ttl: int) -> None:
-        self.client.set(storage_key(sid), value, ex=ttl, nx=True)
+    def encode(self, session: Session) -> str:
+        return self.tagged.dumps({"data": dict(session), "written_at": time.time()})
 
-    def update(self, sid: str, value: str, ttl: int) -> bool:
-        """Write only if the session still exists; False if it was deleted (logged out)."""
-        return bool(self.client.set(storage_key(sid), value, ex=ttl, xx=True))
-
-    def delete(self, sid: str) -> None:
-        self.client.delete(storage_key(sid))
+    def decode(self, serialized_data: bytes | str) -> dict:
+        record = self.tagged.loads(serialized_data)
+        # every session is permanent (SESSION_PERMANENT); the older records lack the flag
+        return {"_permanent": True, **record["data"], WRITTEN_AT: record["written_at"]}
 
 
-class FileStore:
-    """The embedded store: one process tree on one machine, so check-then-write is enough."""
+class GuardedSessionInterface:
+    """What both backends add to Flask-Session (the module's docstring says why)."""
 
-    def __init__(self, directory: str):
-        self.cache = FileSystemCache(directory)
+    session_class = Session
 
-    def load(self, sid: str) -> str | None:
-        return self.cache.get(storage_key(sid))
-
-    def create(self, sid: str, value: str, ttl: int) -> None:
-        self.cache.add(storage_key(sid), value, timeout=ttl)
-
-    def update(self, sid: str, value: str, ttl: int) -> bool:
-        key = storage_key(sid)
-        return self.cache.has(key) and self.cache.set(key, value, timeout=ttl)
-
-    def delete(self, sid: str) -> None:
-        self.cache.delete(storage_key(sid))
-
-
-class ServerSessionInterface(SessionInterface):
-    serializer = TaggedJSONSerializer()
-
-    def __init__(self, store: RedisStore | FileStore, lifetime: int, refresh_after: int):
-        self.store = store
-        self.lifetime = lifetime
+    def __init__(self, *, refresh_after: int, **options):
+        super().__init__(**options)
+        self.serializer = RecordSerializer()  # set by the base's __init__, so replaced after it
         self.refresh_after = refresh_after
 
-    def open_session(self, app: Flask, request: Request) -> ServerSession | None:
+    def _get_store_id(self, sid: str) -> str:
+        return storage_key(sid)
+
+    def open_session(self, app: Flask, request: Request) -> Session | None:
         if request.path.startswith(SESSIONLESS_PATH_PREFIXES):
             return None  # Flask then uses its null session, which nothing can write
-        sid = request.cookies.get(self.get_cookie_name(app), "")
-        if SESSION_ID.fullmatch(sid):
-            try:
-                stored = self.store.load(sid)
-            except RedisError as error:
-                return UnavailableSession(error)
-            if stored is not None:
-                record = self.serializer.loads(stored)
-                return ServerSession(record["data"], sid=sid, written_at=record["written_at"])
-        return ServerSession()
+        sid = request.cookies.get(self.get_cookie_name(app))
+        if sid and not SESSION_ID.fullmatch(sid):
+            return self.session_class(sid=self._generate_sid(self.sid_length), permanent=self.permanent)
+        try:
+            return super().open_session(app, request)
+        except RedisError as error:
+            return UnavailableSession(error)
 
     def is_null_session(self, obj) -> bool:
         """Nothing to save: Flask's null session, a store that could not be read, no session at
         all (when opening it failed), or one whose save just failed (the error's answer must
         not try again)."""
-        return (not isinstance(obj, ServerSession) or isinstance(obj, UnavailableSession)
+        return (not isinstance(obj, Session) or isinstance(obj, UnavailableSession)
                 or getattr(obj, "save_failed", False))
 
-    def regenerate(self, session: ServerSession) -> None:
-        """A new id for the same data (at login: defeats session fixation)."""
-        if not session.new:
-            self.store.delete(session.sid)
-        session.sid, session.new, session.modified = None, True, True
+    def regenerate(self, session: Session) -> None:
+        """Flask-Session's new id (at login: defeats session fixation), which may create the session."""
+        super().regenerate(session)
+        session.created = True
 
-    def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:
+    def should_set_storage(self, app: Flask, session: Session) -> bool:
+        """Changed, or an expiry to slide: last written SESSION_REFRESH_SECONDS ago or more."""
+        return (super().should_set_storage(app, session)
+                or time.time() - (session.written_at or 0) >= self.refresh_after)
+
+    def should_set_cookie(self, app: Flask, session: Session) -> bool:
+        # asked only after a write: the cookie's expiry follows the stored one
+        return True
+
+    def save_session(self, app: Flask, session: Session, response: Response) -> None:
         try:
-            self._save(app, session, response)
+            if session or not session.modified:
+                super().save_session(app, session, response)
+                return
+            if session.written_at is None:
+                return  # emptied before it was ever stored: nothing to end
+            self._delete_session(self._get_store_id(session.sid))  # logout
+        except SessionEnded:
+            pass  # logged out while this request ran: its cookie goes too
         except RedisError:
             # down, frozen, or full under `noeviction`: the request fails with a 503
             # (app/errors.py), since its session change is lost
             session.save_failed = True
             raise
-
-    def _save(self, app: Flask, session: ServerSession, response: Response) -> None:
-        if session.accessed:
-            response.vary.add("Cookie")
-        if not session:
-            if session.modified and not session.new:
-                self.store.delete(session.sid)  # logout
-                self._delete_cookie(app, response)
-            return
-        now = time.time()
-        record = self.serializer.dumps({"data": dict(session), "written_at": now})
-        if session.new:
-            session.sid = secrets.token_urlsafe(32)
-            self.store.create(session.sid, record, self.lifetime)
-        elif session.modified or now - session.written_at >= self.refresh_after:
-            if not self.store.update(session.sid, record, self.lifetime):
-                self._delete_cookie(app, response)  # logged out while this request ran
-                return
-        else:
-            return
-        response.set_cookie(
-            self.get_cookie_name(app), session.sid, expires=self.get_expiration_time(app, session),
-            **self._cookie_attributes(app),
+        response.vary.add("Cookie")
+        # the same attributes as the cookie it replaces, or browsers may keep the original
+        response.delete_cookie(
+            self.get_cookie_name(app), domain=self.get_cookie_domain(app), path=self.get_cookie_path(app),
+            secure=self.get_cookie_secure(app), httponly=self.get_cookie_httponly(app),
+            samesite=self.get_cookie_samesite(app),
         )
 
-    def _delete_cookie(self, app: Flask, response: Response) -> None:
-        # the same attributes as the cookie it replaces, or browsers may keep the original
-        response.delete_cookie(self.get_cookie_name(app), **self._cookie_attributes(app))
 
-    def _cookie_attributes(self, app: Flask) -> dict:
-        return {
-            "domain": self.get_cookie_domain(app),
-            "path": self.get_cookie_path(app),
-            "secure": self.get_cookie_secure(app),
-            "httponly": self.get_cookie_httponly(app),
-            "samesite": self.get_cookie_samesite(app),
-        }
+class RedisSessions(GuardedSessionInterface, RedisSessionInterface):
+    def _upsert_session(self, session_lifetime: timedelta, session: Session, store_id: str) -> None:
+        """The base's SET, with XX unless a login created the session."""
+        stored = self.client.set(store_id, self.serializer.encode(session),
+                                 ex=int(session_lifetime.total_seconds()), xx=not session.created)
+        if not stored:
+            raise SessionEnded
+
+
+class FileSessions(GuardedSessionInterface, CacheLibSessionInterface):
+    """The embedded store: one process tree on one machine, so check-then-write is enough.
+    The base stores the session's dict as is; records here are RecordSerializer's, as in Redis."""
+
+    def _retrieve_session_data(self, store_id: str) -> dict | None:
+        stored = self.cache.get(store_id)
+        return None if stored is None else self.serializer.decode(stored)
+
+    def _upsert_session(self, session_lifetime: timedelta, session: Session, store_id: str) -> None:
+        if not (session.created or self.cache.has(store_id)):
+            raise SessionEnded
+        self.cache.set(store_id, self.serializer.encode(session), timeout=int(session_lifetime.total_seconds()))
 
 
 def init_app(app: Flask) -> None:
     redis = app.extensions["redis"]
-    store = RedisStore(redis) if redis is not None else FileStore(f"{app.instance_path}/sessions")
     app.permanent_session_lifetime = app.config["SESSION_LIFETIME_SECONDS"]
-    app.session_interface = ServerSessionInterface(
-        store, app.config["SESSION_LIFETIME_SECONDS"], app.config["SESSION_REFRESH_SECONDS"])
+    refresh_after = app.config["SESSION_REFRESH_SECONDS"]
+    if redis is not None:
+        app.session_interface = RedisSessions(app=app, client=redis, refresh_after=refresh_after)
+    else:
+        app.session_interface = FileSessions(
+            app=app, client=FileSystemCache(f"{app.instance_path}/sessions"), refresh_after=refresh_after)

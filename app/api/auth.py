@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import current_app, request, session
+from flask_limiter.util import get_remote_address
 from flask_smorest import abort
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import TooManyRequests
 
+from .. import limits
 from ..errors import require_json_body
-from ..extensions import db
-from ..login_limits import login_limits
+from ..extensions import db, limiter
 from ..models import User
 from ..passwords import hasher
 from .parsing import Blueprint
-from .schemas import CredentialsSchema, ErrorResponseSchema, LoginSchema, UserSchema
+from .schemas import RETRY_AFTER, CredentialsSchema, ErrorResponseSchema, LoginSchema, UserSchema
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Accounts and sessions")
 blp.before_request(require_json_body)
@@ -28,6 +30,30 @@ UNKNOWN_USER_HASH = (
     "scrypt:32768:8:1$DRaMu5bDxAHCgCfA$11cd67695334bbb25f4977751a8bd2a41998097fa026d0e86c3556bb4bf0d8b7"
     "4c01a688ca1d63c23bc208276ba33a44c4c1fa9bbeb142e76dadce6b79521248"
 )
+
+
+def canonical_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def account_key() -> str:
+    """The account a login names, as a digest, so the limiter's keys hold no email address. The
+    body is valid by then: the limits wrap the view inside its argument parsing."""
+    email = canonical_email(request.get_json()["email"])
+    return "account:" + hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+def failed_logins(count_setting: str, key_func):
+    """At most `count_setting` failed logins per LOGIN_FAILURE_WINDOW_SECONDS (a fixed window from
+    the first failure) under key_func's key. Only a 401 counts, so users who type their password
+    right are never limited. Past the limit, login answers 429 with Retry-After, the right
+    password included, and before the view runs: a refused attempt hashes nothing."""
+    def limit() -> str:  # read per request: each app has its own settings
+        config = current_app.config
+        return f"{config[count_setting]} per {config['LOGIN_FAILURE_WINDOW_SECONDS']} seconds"
+
+    return limiter.limit(limit, key_func=key_func, deduct_when=lambda response: response.status_code == 401,
+                         error_message="Too many failed logins; retry later.")
 
 
 def current_user() -> User:
@@ -53,7 +79,7 @@ def current_user_id() -> int:
 @blp.response(201, UserSchema)
 @blp.alt_response(409, schema=ErrorResponseSchema, description="Email already registered")
 def register(credentials):
-    email = credentials["email"].strip().lower()
+    email = canonical_email(credentials["email"])
     if db.session.scalar(select(User.id).where(User.email == email)) is not None:
         abort(409, message="That email is already registered.")
     user = User(email=email, password_hash=hasher().hash(credentials["password"]))
@@ -72,19 +98,20 @@ def register(credentials):
 @blp.arguments(LoginSchema)
 @blp.response(200, UserSchema)
 @blp.alt_response(401, schema=ErrorResponseSchema, description="Wrong email or password")
-@blp.alt_response(429, schema=ErrorResponseSchema, headers={"Retry-After": {"schema": {"type": "integer"}}},
+@blp.alt_response(429, schema=ErrorResponseSchema, headers=RETRY_AFTER,
                   description="Too many failed logins for this account or from this address; see Retry-After")
+# Failures count against the account (one password guessed from many addresses) and the address
+# (many accounts tried from one place). The price of counting failures only: an attacker can hold
+# one account at its limit; the per-address limit bounds how many accounts one address can do that to.
+@failed_logins("LOGIN_FAILURES_PER_ACCOUNT", account_key)
+@failed_logins("LOGIN_FAILURES_PER_ADDRESS", get_remote_address)
 def login(credentials):
-    email = credentials["email"].strip().lower()
-    limits = login_limits()
-    if retry_after := limits.retry_after(email, request.remote_addr):
-        raise TooManyRequests("Too many failed logins; retry later.", retry_after=retry_after)
+    email = canonical_email(credentials["email"])
     user = db.session.scalar(select(User).where(User.email == email))
     password_hash = user.password_hash if user else UNKNOWN_USER_HASH
     if not hasher().verify(password_hash, credentials["password"]) or user is None:
-        limits.failed(email, request.remote_addr)
         abort(401, message="Wrong email or password.")
-    limits.succeeded(email)
+    limits.forget(account_key())  # a successful login clears its account's count
     # a new session id at every login defeats session fixation
     current_app.session_interface.regenerate(session)
     session.clear()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from flask import current_app, session
 from flask_smorest import abort
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import require_json_body
-from ..extensions import db
+from ..extensions import db, limiter
 from ..models import Note
 from . import idempotency
 from .auth import current_user, current_user_id
 from .parsing import Blueprint
 from .schemas import (
+    RETRY_AFTER,
     ErrorResponseSchema,
     NotePageSchema,
     NoteSchema,
@@ -39,6 +41,18 @@ NOTE_PAGE = (
     select(_notes.c.id, _notes.c.title, _notes.c.body, _notes.c.created_at, _notes.c.updated_at)
     .where(_notes.c.owner_id == bindparam("owner_id")).order_by(_notes.c.id.desc())
     .limit(bindparam("limit")).offset(bindparam("offset"))
+)
+
+
+def writer_key() -> str:
+    return f"user:{session['user_id']}"
+
+
+# nginx limits each address; only the app sees the user behind a cookie sent from many. Checked
+# before the view, by the session alone; a request without a login is left to the view's 401.
+notes_per_user = limiter.limit(
+    lambda: f"{current_app.config['NOTES_PER_USER_PER_MINUTE']} per minute", key_func=writer_key,
+    exempt_when=lambda: "user_id" not in session, error_message="Too many notes created; retry later.",
 )
 
 
@@ -69,7 +83,10 @@ def list_notes(query):
 @blp.response(201, NoteSchema)
 @blp.doc(parameters=[idempotency.HEADER_PARAMETER])
 @blp.alt_response(400, schema=ErrorResponseSchema, description=f"Malformed {idempotency.HEADER}")
+@blp.alt_response(429, schema=ErrorResponseSchema, headers=RETRY_AFTER,
+                  description="Too many notes created by this user (NOTES_PER_USER_PER_MINUTE); see Retry-After")
 @unauthenticated
+@notes_per_user
 def create_note(fields):
     owner_id = current_user().id
     key = idempotency.requested_key()

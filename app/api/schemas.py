@@ -134,3 +134,7 @@ class ErrorBodySchema(Schema):
 
 class ErrorResponseSchema(Schema):
     error = fields.Nested(ErrorBodySchema)
+
+
+# the header every 429 carries (app/limits.py), in the responses that document one
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds until a retry may succeed"}}

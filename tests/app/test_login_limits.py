@@ -1,9 +1,10 @@
 """Failed logins are limited per account and per client address, in real Redis."""
 
+import time
+
 import pytest
 
 from app import create_app
-from app.login_limits import LoginLimits
 
 PASSWORD = "correct horse battery"
 
@@ -66,13 +67,17 @@ def test_a_successful_login_clears_the_account_count(limited):
     assert [login(limited, address="203.0.113.2").status_code for _ in range(3)] == [401, 401, 401]
 
 
-def test_without_redis_each_process_counts_in_memory():
-    limits = LoginLimits(None, per_account=2, per_address=10, window=60)
+def test_a_frozen_redis_answers_login_with_503_within_its_timeout(limited, redis_server):
+    """The limiter reads its counts through the app's Redis pool: REDIS_TIMEOUT bounds the wait,
+    once (no retry after a timeout), and the answer is the app's 503."""
+    redis_server.freeze()
+    try:
+        started = time.monotonic()
+        response = login(limited, password=PASSWORD)
+        took = time.monotonic() - started
+    finally:
+        redis_server.thaw()
 
-    limits.failed("ada@example.com", "203.0.113.1")
-    limits.failed("ada@example.com", "203.0.113.2")
-
-    assert 0 < limits.retry_after("ada@example.com", "198.51.100.7") <= 60
-    assert limits.retry_after("bob@example.com", "198.51.100.7") == 0
-    limits.succeeded("ada@example.com")
-    assert limits.retry_after("ada@example.com", "198.51.100.7") == 0
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.json["error"]["code"] == "service_unavailable"
+    assert took < limited.config["REDIS_TIMEOUT"] + 1.0  # one timeout, plus a loaded machine's slack

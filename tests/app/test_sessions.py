@@ -1,5 +1,8 @@
 """Server-side sessions in real Redis: logout is final, and an unchanged session costs no write."""
 
+import json
+import secrets
+
 from app import create_app
 from app.sessions import storage_key
 
@@ -99,3 +102,20 @@ def test_an_unreadable_store_is_503_for_routes_that_use_the_session(app, auth, c
     assert me.status_code == 503 and me.json["error"]["code"] == "service_unavailable"
     assert logout.status_code == 503, "a logout that could not delete the session must not claim success"
     assert client.get("/api/auth/me").status_code == 200
+
+
+def test_records_keep_the_format_of_the_release_before_flask_session(app, auth, client):
+    """{"data", "written_at"} in JSON, as before: neither the upgrade nor a rollback signs anyone out."""
+    auth.register_and_login()
+    redis = app.extensions["redis"]
+    record = json.loads(redis.get(storage_key(client.get_cookie("session").value)))
+    assert set(record) == {"data", "written_at"} and record["data"]["user_id"]
+
+    sid = secrets.token_urlsafe(32)  # a session the release before wrote
+    redis.set(storage_key(sid), json.dumps({"data": {"user_id": record["data"]["user_id"]}, "written_at": 0}), ex=60)
+    earlier = app.test_client()
+    earlier.set_cookie("session", sid)
+    response = earlier.get("/api/auth/me")
+
+    assert response.status_code == 200
+    assert "Expires=" in response.headers["Set-Cookie"], "its expiry slides, and it stays a lasting cookie"

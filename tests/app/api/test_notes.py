@@ -1,6 +1,9 @@
+import time
+
 import marshmallow
 import pytest
 
+from app import create_app
 from app.extensions import db
 from app.models import Note
 
@@ -118,3 +121,69 @@ def test_a_listed_note_is_the_note_itself(logged_in):
 
     assert listed == [logged_in.get(f"/api/notes/{note['id']}").json for note in listed]
     assert len(listed) == 2
+
+
+@pytest.fixture
+def three_notes_a_minute(app_env):
+    """An app that lets each user create three notes a minute."""
+    app = create_app({**app_env, "NOTES_PER_USER_PER_MINUTE": "3"})
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+    app.extensions["redis"].close()
+
+
+def logged_in_as(app, email: str):
+    client = app.test_client()
+    credentials = {"email": email, "password": "correct horse battery"}
+    assert client.post("/api/auth/register", json=credentials).status_code == 201
+    assert client.post("/api/auth/login", json=credentials).status_code == 200
+    return client
+
+
+def write(client, address: str, title: str = "t"):
+    return client.post("/api/notes", json={"title": title}, environ_base={"REMOTE_ADDR": address})
+
+
+def test_notes_are_limited_per_user_whatever_the_address(three_notes_a_minute):
+    ada = logged_in_as(three_notes_a_minute, "ada@example.com")
+    bob = logged_in_as(three_notes_a_minute, "bob@example.com")
+
+    written = [write(ada, f"203.0.113.{n}").status_code for n in range(1, 4)]
+    refused = write(ada, "198.51.100.7", title="one too many")
+
+    assert written == [201, 201, 201]
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == "too_many_requests" and refused.json["error"]["message"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert write(bob, "203.0.113.1").status_code == 201, "another user from the same address is not limited"
+    with three_notes_a_minute.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Note).where(Note.title == "one too many")) == 0
+
+
+def test_the_note_limit_leaves_reads_and_anonymous_writes_alone(three_notes_a_minute):
+    ada = logged_in_as(three_notes_a_minute, "ada@example.com")
+    for _ in range(3):
+        write(ada, "203.0.113.1")
+
+    assert ada.get("/api/notes").status_code == 200
+    assert three_notes_a_minute.test_client().post("/api/notes", json={"title": "t"}).status_code == 401
+
+
+def test_a_frozen_redis_answers_a_write_with_503_within_its_timeout(three_notes_a_minute, redis_server):
+    """The session read meets the frozen Redis first, and the limit, which needs the session,
+    fails with it: one REDIS_TIMEOUT, then the app's 503."""
+    ada = logged_in_as(three_notes_a_minute, "ada@example.com")
+    redis_server.freeze()
+    try:
+        started = time.monotonic()
+        response = write(ada, "203.0.113.1")
+        took = time.monotonic() - started
+    finally:
+        redis_server.thaw()
+
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.json["error"]["code"] == "service_unavailable"
+    assert took < three_notes_a_minute.config["REDIS_TIMEOUT"] + 1.0  # one timeout, plus slack
+    with three_notes_a_minute.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(Note)) == 0
