@@ -171,6 +171,7 @@ deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
     # resolve `db` only once db runs): run it again, to completion, once db and redis run.
     wait_until "db and redis starting" data_running
     migrate "$web"
+    step="first deploy"
     wait_until "the first deploy" all_running
     echo "$(date -u +%FT%TZ) $sha $action" >>"$HISTORY"
     say "$sha is live"
