@@ -26,6 +26,52 @@ A, B, C, D, E = (letter * 39 + "1" for letter in "abcde")
 RELEASES = (A, B, C, D, E)
 REVISION = "org.opencontainers.image.revision"
 
+# Appended to B's wsgi.py: readiness answers 503 when `condition` holds for the request.
+READINESS_FAILING = textwrap.dedent("""
+    inner = app.wsgi_app
+
+    def readiness_failing(environ, start_response):
+        if environ.get("PATH_INFO") == "/health/ready" and {condition}:
+            start_response("503 Service Unavailable", [("Content-Type", "application/health+json")])
+            return [b'{{"status": "fail"}}']
+        return inner(environ, start_response)
+
+    app.wsgi_app = readiness_failing
+    """)
+PINNED_NOTES_MIGRATION = textwrap.dedent("""
+    import sqlalchemy as sa
+    from alembic import op
+
+    revision = "dddd00000001"
+    down_revision = "{down_revision}"
+    branch_labels = None
+    depends_on = None
+
+
+    def upgrade():
+        op.add_column("notes", sa.Column("pinned", sa.Boolean(), nullable=True))
+
+
+    def downgrade():
+        op.drop_column("notes", "pinned")
+    """)
+
+
+def derive_web(engine: DockerEngine, registry: str, sha: str, wsgi_tail: str,
+               migrations: dict[str, str] | None = None) -> None:
+    """Release `sha`'s web image: B's, with `wsgi_tail` appended to its wsgi.py and `migrations`
+    (file name: text) added to its own."""
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "wsgi_tail.py").write_text(wsgi_tail)
+        lines = [f"FROM {registry}/flask-kit-web:sha-{B}", "USER root", "COPY wsgi_tail.py /tmp/",
+                 "RUN cat /tmp/wsgi_tail.py >> /app/wsgi.py && rm /tmp/wsgi_tail.py"]
+        for name, text in (migrations or {}).items():
+            Path(context, name).write_text(text)
+            lines.append(f"COPY {name} /app/migrations/versions/")
+        lines += ["USER 10001:10001", f"ENV APP_RELEASE={sha}", f"LABEL {REVISION}={sha}"]
+        Path(context, "Dockerfile").write_text("\n".join(lines) + "\n")
+        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{sha}", context, capture=True)
+
 
 def build_releases(engine: DockerEngine, base_images: dict[str, str], build_env: dict[str, str], registry: str) -> None:
     """A and B from this checkout, C, D and E derived from B; one nginx image content for all.
@@ -40,63 +86,14 @@ def build_releases(engine: DockerEngine, base_images: dict[str, str], build_env:
             "RUN echo 'raise SystemExit(\"release C cannot start\")' >> /app/gunicorn.conf.py\nUSER 10001:10001\n"
             f"LABEL {REVISION}={C}\n")
         engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{C}", context, capture=True)
-    with tempfile.TemporaryDirectory() as context:
-        # D: ready when asked directly, 503 once traffic comes through nginx; and an expand migration
-        Path(context, "proxied_readiness.py").write_text(textwrap.dedent("""
-            inner = app.wsgi_app
-
-            def fails_behind_the_proxy(environ, start_response):
-                if environ.get("PATH_INFO") == "/health/ready" and "HTTP_X_FORWARDED_FOR" in environ:
-                    start_response("503 Service Unavailable", [("Content-Type", "application/health+json")])
-                    return [b'{"status": "fail"}']
-                return inner(environ, start_response)
-
-            app.wsgi_app = fails_behind_the_proxy
-            """))
-        head = subprocess.run(["grep", "-l", "^revision", *map(str, (REPO / "migrations" / "versions").glob("*.py"))],
-                              capture_output=True, text=True).stdout.split()
-        down_revision = max(Path(path).name.split("_")[1] for path in head)  # the newest (names start with a date)
-        Path(context, "20991231_dddd00000001_pin_notes.py").write_text(textwrap.dedent(f"""
-            import sqlalchemy as sa
-            from alembic import op
-
-            revision = "dddd00000001"
-            down_revision = "{down_revision}"
-            branch_labels = None
-            depends_on = None
-
-
-            def upgrade():
-                op.add_column("notes", sa.Column("pinned", sa.Boolean(), nullable=True))
-
-
-            def downgrade():
-                op.drop_column("notes", "pinned")
-            """))
-        Path(context, "Dockerfile").write_text(
-            f"FROM {registry}/flask-kit-web:sha-{B}\nUSER root\nCOPY proxied_readiness.py /tmp/\n"
-            "RUN cat /tmp/proxied_readiness.py >> /app/wsgi.py && rm /tmp/proxied_readiness.py\n"
-            "COPY 20991231_dddd00000001_pin_notes.py /app/migrations/versions/\n"
-            f"USER 10001:10001\nENV APP_RELEASE={D}\nLABEL {REVISION}={D}\n")
-        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{D}", context, capture=True)
-    with tempfile.TemporaryDirectory() as context:
-        # E: starts, and its readiness always answers 503 (a release that cannot work in production)
-        Path(context, "never_ready.py").write_text(textwrap.dedent("""
-            inner = app.wsgi_app
-
-            def never_ready(environ, start_response):
-                if environ.get("PATH_INFO") == "/health/ready":
-                    start_response("503 Service Unavailable", [("Content-Type", "application/health+json")])
-                    return [b'{"status": "fail"}']
-                return inner(environ, start_response)
-
-            app.wsgi_app = never_ready
-            """))
-        Path(context, "Dockerfile").write_text(
-            f"FROM {registry}/flask-kit-web:sha-{B}\nUSER root\nCOPY never_ready.py /tmp/\n"
-            "RUN cat /tmp/never_ready.py >> /app/wsgi.py && rm /tmp/never_ready.py\n"
-            f"USER 10001:10001\nENV APP_RELEASE={E}\nLABEL {REVISION}={E}\n")
-        engine.docker("build", "--quiet", "--tag", f"{registry}/flask-kit-web:sha-{E}", context, capture=True)
+    # D: ready when asked directly, 503 once traffic comes through nginx; and an expand migration
+    head = subprocess.run(["grep", "-l", "^revision", *map(str, (REPO / "migrations" / "versions").glob("*.py"))],
+                          capture_output=True, text=True).stdout.split()
+    down_revision = max(Path(path).name.split("_")[1] for path in head)  # the newest (names start with a date)
+    derive_web(engine, registry, D, READINESS_FAILING.format(condition='"HTTP_X_FORWARDED_FOR" in environ'),
+               {"20991231_dddd00000001_pin_notes.py": PINNED_NOTES_MIGRATION.format(down_revision=down_revision)})
+    # E: starts, and its readiness always answers 503 (a release that cannot work in production)
+    derive_web(engine, registry, E, READINESS_FAILING.format(condition="True"))
     # nginx: A and B are two builds of the same files (deploy.sh compares content, not image
     # ids, to decide whether nginx must be replaced); C, D and E reuse B's
     for sha in (A, B):

@@ -13,12 +13,16 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .https import Client
+from .load import LoadRun, Recorder
 from .wait import wait_for
+
+Result = TypeVar("Result")
 
 # Distinct peers for nginx: its limits are per address (10 r/s of /api/ each, 64 requests in
 # progress), and real traffic comes from many addresses. Linux routes all of 127/8 to lo.
@@ -168,3 +172,26 @@ class Users:
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+
+def switches_under_load(users: Users, switches: Sequence[Callable[[], Result]], *, rate: float
+                        ) -> tuple[list[Result], Recorder]:
+    """Release switches (deploys, rollbacks, scales: any callable) one after another while the
+    users poll readiness, read and write at `rate`, every answer counted: the load runs from 50
+    answers before the first switch to 50 after the last. Then the writes that failed are
+    retried with their keys, as clients do, so verify_writes() can check the ledger."""
+    users.forget_writes()
+    load = LoadRun([("ready", users.ready), ("read", users.read), ("write", users.write)], rate=rate,
+                   duration=400, max_requests=80_000, workers=len(users.clients))
+    load.start()
+    try:
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes) >= 50, 30, "traffic flowing first")
+        results = [switch() for switch in switches]
+        returned = time.monotonic()
+        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes if o.started > returned) >= 50, 30,
+                 "traffic after the switch")
+    finally:
+        load.stop()
+        recorder = load.join(60)
+    users.retry_failed_writes()
+    return results, recorder

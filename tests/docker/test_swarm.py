@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ import pytest
 from harness import REPO
 from harness.docker import DockerEngine
 from harness.https import SERVER_NAME, Client, tls_context
-from harness.load import LoadRun, Recorder
+from harness.load import Recorder
 from harness.process import free_port
 from harness.releases import A, B, E
-from harness.traffic import Users
+from harness.traffic import Users, switches_under_load
 from harness.wait import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -143,23 +142,9 @@ def users(site) -> Iterator[Users]:
 
 def under_load(site: SwarmSite, users: Users, *commands: tuple[str, ...]
                ) -> tuple[list[subprocess.CompletedProcess], Recorder]:
-    """swarm.sh commands one after another while users keep reading and writing (strict
-    clients: a request that ends unanswered is a failure, never sent again); then the failed
-    writes are retried with their keys, as clients do."""
-    users.forget_writes()
-    load = LoadRun([("ready", users.ready), ("read", users.read), ("write", users.write)], rate=RATE,
-                   duration=400, max_requests=80_000, workers=LOAD_USERS)
-    load.start()
-    try:
-        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes) >= 50, 30, "traffic flowing first")
-        results = [site.swarm(*args) for args in commands]
-        returned = time.monotonic()
-        wait_for(lambda: sum(o.ok for o in load.recorder.outcomes if o.started > returned) >= 50, 30,
-                 "traffic after the change")
-    finally:
-        load.stop()
-        recorder = load.join(60)
-    users.retry_failed_writes()
+    """swarm.sh commands one after another, under the users' load (harness/traffic.py)."""
+    results, recorder = switches_under_load(users, [lambda args=args: site.swarm(*args) for args in commands],
+                                            rate=RATE)
     print(f"load: {recorder.summary()}")
     return results, recorder
 
