@@ -29,11 +29,17 @@ $(VENV)/.dev: $(VENV)/.runtime $(VENV)/.checkov requirements-dev.txt
 	touch $@
 
 # checkov (tests/k8s) in a venv of its own: its exact pins cannot share ours
-# (requirements-checkov.in says which). Inside .venv, so `make clean` removes it too.
+# (requirements-checkov.in says which). Built once per lock, outside the checkout like the
+# container tests' engine (~/.cache/flask-kit), since a fresh clone would spend a minute on it
+# every time; .venv/checkov links to it. A build cut short lacks its .complete and is redone.
+CHECKOV_CACHE = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flask-kit/checkov-$(shell sha256sum requirements-checkov.txt | cut -c 1-16)
 $(VENV)/.checkov: requirements-checkov.txt | $(VENV)/.runtime
-	rm -rf $(VENV)/checkov
-	$(PYTHON) -m venv $(VENV)/checkov
-	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.txt
+	@if [[ ! -f "$(CHECKOV_CACHE)/.complete" ]]; then \
+	  rm -rf "$(CHECKOV_CACHE)" && $(PYTHON) -m venv "$(CHECKOV_CACHE)" && \
+	  "$(CHECKOV_CACHE)/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r requirements-checkov.txt && \
+	  touch "$(CHECKOV_CACHE)/.complete"; \
+	fi
+	ln -sfn "$(CHECKOV_CACHE)" $(VENV)/checkov
 	touch $@
 
 run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (embedded SQLite, no servers needed)

@@ -82,6 +82,12 @@ class SwarmSite:
     def web_tasks_running(self) -> int:
         return len(self.containers("web"))
 
+    def settled_releases(self, tasks: int) -> list[str]:
+        """replica_releases() once `tasks` web containers remain: a task Swarm replaced may
+        still be draining (up to its stop_grace_period) after the update says it is done."""
+        wait_for(lambda: self.web_tasks_running() == tasks, 60, f"{tasks} web containers")
+        return self.replica_releases()
+
 
 @pytest.fixture(scope="module")
 def site(docker_engine, base_images, release_registry, tmp_path_factory) -> Iterator[SwarmSite]:
@@ -95,6 +101,8 @@ def site(docker_engine, base_images, release_registry, tmp_path_factory) -> Iter
     (path / ".env").write_text("".join(f"{name}={value}\n" for name, value in {
         "REGISTRY": release_registry, "DOMAIN": "localhost", "SECRETS_DIR": secrets,
         "HTTP_PORT": free_port(), "HTTPS_PORT": https_port, "WEB_REPLICAS": "1",
+        # a release failing readiness is unhealthy after 10 + 5 × 2 s rather than 15 + 5 × 5 s
+        "WEB_HEALTH_INTERVAL": "2s", "WEB_HEALTH_START_PERIOD": "10s",
         # all test traffic reaches nginx from one address (docker-proxy's): lift the per-address limits
         "NGINX_API_RATE": "100000r/s", "NGINX_API_BURST": "100000", "NGINX_CONN_LIMIT": "10000",
         "POSTGRES_IMAGE": base_images["POSTGRES_IMAGE"], "REDIS_IMAGE": base_images["REDIS_IMAGE"],
@@ -181,7 +189,7 @@ def test_a_rolling_update_from_a_to_b_drops_nothing(site, users):
     assert "migrating with" in result.stdout
     assert not failures(recorder), (recorder.summary(), users.refusals)
     assert users.verify_writes() == []
-    assert site.replica_releases() == [B, B]
+    assert site.settled_releases(2) == [B, B]
     assert json.loads(site.client().request("GET", "/health/ready").body)["releaseId"] == B
 
 
@@ -196,7 +204,7 @@ def test_an_update_that_fails_its_healthcheck_is_rolled_back_by_swarm(site, user
     assert E not in (site.path / "releases.log").read_text()
     state = site.docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", f"{STACK}_web").strip()
     assert state == "rollback_completed"
-    assert site.replica_releases() == [B, B]
+    assert site.settled_releases(2) == [B, B]
     print(f"failed readiness polls during the failed update: {dict(failures(recorder, 'ready'))}")
     assert not failures(recorder, "read", "write"), (recorder.summary(), users.refusals)
     assert users.verify_writes() == []
@@ -209,7 +217,7 @@ def test_a_rollback_returns_to_the_release_before_without_migrating(site, users)
     assert f"rolling back to {A}" in result.stdout and "migrating with" not in result.stdout
     assert not failures(recorder), (recorder.summary(), users.refusals)
     assert users.verify_writes() == []
-    assert site.replica_releases() == [A, A]
+    assert site.settled_releases(2) == [A, A]
     history = (site.path / "releases.log").read_text().split("\n")
     assert [line.split()[1:] for line in history if line] == [[A, "deploy"], [B, "deploy"], [A, "rollback"]]
 
