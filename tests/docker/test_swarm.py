@@ -57,9 +57,10 @@ class SwarmSite:
     def docker(self, *args: str, check: bool = True) -> str:
         return self.engine.docker(*args, check=check, capture=True).stdout.decode()
 
-    def containers(self, service: str) -> list[str]:
+    def containers(self, service: str, every: bool = False) -> list[str]:
+        """The service's running containers, or `every` one, exited ones included."""
         label = f"label=com.docker.swarm.service.name={STACK}_{service}"
-        return self.docker("ps", "--quiet", "--filter", label).split()
+        return self.docker("ps", "--quiet", *(["--all"] if every else []), "--filter", label).split()
 
     def client(self, **options) -> Client:
         if self.tls is None:
@@ -138,8 +139,8 @@ def users(site) -> Iterator[Users]:
         tasks = site.docker("service", "ps", "--no-trunc", "--format", "{{.Name}} {{.CurrentState}} {{.Error}}",
                             *(f"{STACK}_{service}" for service in ("db", "redis", "migrate", "web", "nginx")),
                             check=False)
-        logs = [site.engine.docker("service", "logs", "--tail", "20", f"{STACK}_{service}", check=False, capture=True)
-                for service in ("migrate", "web")]
+        logs = [site.engine.docker("logs", "--tail", "20", container, check=False, capture=True, timeout=30)
+                for service in ("migrate", "web") for container in site.containers(service, every=True)]
         pytest.fail("\n".join([deployed.stderr, tasks, *((log.stdout + log.stderr).decode(errors="replace")
                                                          for log in logs)]))
     wait_for(lambda: site.client().request("GET", "/health/ready").status == 200, 60, "readiness through nginx")
@@ -234,8 +235,7 @@ def test_secrets_appear_in_no_inspect_environment_or_log(site, users):
     # each container's log, the migration job's exited ones too (`docker service logs` can hang
     # on a job's finished tasks)
     for service in services:
-        label = f"label=com.docker.swarm.service.name={STACK}_{service}"
-        for container in site.docker("ps", "--all", "--quiet", "--filter", label).split():
+        for container in site.containers(service, every=True):
             logs = site.engine.docker("logs", container, capture=True, timeout=60)
             seen.append((logs.stdout + logs.stderr).decode(errors="replace"))
     assert len(seen) > 2 * len(services)
