@@ -215,6 +215,15 @@ class Site:
         self.gunicorn.close()
 
 
+def app_settings(database_url: str, redis_url: str) -> dict[str, str]:
+    """The app's settings for a bench: production, on the given Postgres and Redis."""
+    return {"APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48), "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url, "PROXY_FIX_HOPS": "1",
+            # the harness's nginx does the limiting in production; the bench measures throughput
+            # (its writes all come from one user)
+            "LOGIN_FAILURES_PER_ADDRESS": "1000000", "NOTES_PER_USER_PER_MINUTE": "100000000"}
+
+
 def median_of(trials: list[dict]) -> dict:
     """Each figure's median over the trials; errors and requests summed, every trial's requests/s
     kept."""
@@ -362,14 +371,10 @@ def main() -> None:
         migrate_to_head(url)
         proxy = FaultProxy(postgres.port).start()
         proxy.delay(options.delay)
-        app_env = {"APP_ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48), "DATABASE_URL": url,
-                   "REDIS_URL": redis.url, "PROXY_FIX_HOPS": "1",
-                   # the harness's nginx does the limiting in production; the bench measures throughput
-                   # (its writes all come from one user)
-                   "LOGIN_FAILURES_PER_ADDRESS": "1000000", "NOTES_PER_USER_PER_MINUTE": "100000000"}
-        slow_env = {**app_env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/bench"}
+        env = app_settings(url, redis.url)
+        slow_env = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/bench"}
         print(f"bench: seed and ours, {options.rounds} rounds ...", flush=True)
-        results = measure(postgres, app_env, slow_env, options)
+        results = measure(postgres, env, slow_env, options)
     finally:
         if proxy:
             proxy.close()

@@ -186,7 +186,7 @@ class GunicornServer:
 
     @property
     def launcher(self) -> list[str]:
-        if self.config == REPO / "gunicorn.conf.py":
+        if self.config.name == "gunicorn.conf.py":  # the repo's, or another checkout's (bench/ab.py)
             return [str(VENV_BIN / "python"), *GEVENT_LAUNCHER]
         return [str(VENV_BIN / "gunicorn")]
 
