@@ -17,6 +17,7 @@ import argparse
 import statistics
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--env-a", nargs="*", default=[], help="settings for A only")
     parser.add_argument("--env-b", nargs="*", default=[], help="settings for B only")
+    parser.add_argument("--together", action="store_true",
+                        help="load A and B at once (each with the workload's connections), so that both "
+                             "meet the same machine: on a shared host, whose speed drifts from one "
+                             "trial to the next, this compares CPU per request more closely")
     options = parser.parse_args()
 
     with ExitStack() as stack:
@@ -83,6 +88,12 @@ def main() -> None:
             run(site, 2)
         trials: dict[str, list[dict]] = {name: [] for name in sites}
         for number in range(options.rounds):
+            if options.together:
+                with ThreadPoolExecutor(2) as pool:
+                    for name, trial in zip(sites, pool.map(lambda site: site.measured(
+                            lambda: run(site, options.seconds)), sites.values())):
+                        trials[name].append(trial)
+                continue
             for name in ("A", "B") if number % 2 == 0 else ("B", "A"):
                 trials[name].append(sites[name].measured(lambda site=sites[name]: run(site, options.seconds)))
     print(f"{options.workload}, c=64, {options.rounds} rounds of {options.seconds:g} s, A = {options.base}, B = the working tree")
@@ -95,6 +106,10 @@ def main() -> None:
               f"app CPU {medians[name]['cpu_ms_per_request']:.3f} ms/request  errors {errors}  "
               f"(CPU per trial: {', '.join(str(run['cpu_ms_per_request']) for run in runs)})")
     print("  B / A: " + ", ".join(f"{key} {medians['B'][key] / medians['A'][key]:.2f}" for key in medians["A"]))
+    if options.together:  # each pair met the same machine: the median of the pairs' ratios
+        paired = statistics.median(b["cpu_ms_per_request"] / a["cpu_ms_per_request"]
+                                   for a, b in zip(trials["A"], trials["B"]))
+        print(f"  B / A, app CPU per request, the median of the {options.rounds} pairs: {paired:.2f}")
 
 
 if __name__ == "__main__":
