@@ -11,6 +11,7 @@ imports it (the Dockerfile's command, `make run`):
 Started as plain `gunicorn`, each worker loads the app itself after patching (preload off).
 """
 
+import gc
 import logging
 import os
 import shutil
@@ -190,6 +191,17 @@ def on_starting(server):
 def pre_fork(server, worker):
     if METRICS_PORT:
         metrics.worker_started(workers_after=len(server.WORKERS) + 1)
+
+
+def post_worker_init(worker):
+    """Once a worker has the app (forked from the preloading master, or imported itself), every
+    object it holds moves out of the garbage collector's reach (gc.freeze). They live as long
+    as the worker, yet each full collection walked all of them (the app, SQLAlchemy, gevent:
+    about 120,000 objects), and stopped every request in the worker while it did: 110-270 ms,
+    measured in a loaded worker. It also wrote to each object's header, copying pages that
+    the workers would otherwise share with the master. A request's own garbage is collected as
+    before."""
+    gc.freeze()
 
 
 def child_exit(server, worker):
