@@ -13,8 +13,21 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """Build the app from `environ` (default: the process environment)."""
     # Imported here, as Flask's tutorial does: Gunicorn's master imports app.config, app.jsonlog
     # and app.metrics before gevent has patched the workers, and must not pull in the rest.
-    from . import (api, cli, datastores, errors, health, json_provider, limits, logs, metrics, middleware, passwords,
-                   sentry, sessions)
+    from . import (
+        api,
+        cli,
+        datastores,
+        errors,
+        health,
+        json_provider,
+        limits,
+        logs,
+        metrics,
+        middleware,
+        passwords,
+        sentry,
+        sessions,
+    )
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(environ, instance_path=app.instance_path))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import select
+import threading
 from pathlib import Path
 
 from flask import Flask, has_request_context, request
@@ -17,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.util import queue as sqla_queue
 
 from . import metrics, pgwait
 from .extensions import db, migrate
@@ -97,11 +100,62 @@ def engine_options(config: dict) -> dict:
     }
 
 
+class FairQueue(sqla_queue.Queue):
+    """SQLAlchemy's pool queue, handing connections out in the order they were asked for.
+
+    Its own get() waits on a condition and, woken, takes a connection only if one is still
+    there: a greenlet that asks just as a connection comes back takes it first, and the one
+    woken for it waits again, at the back. Under gevent, with more requests than connections
+    (the pool is DB_POOL_SIZE per worker, a worker serves hundreds), some requests were passed
+    over again and again, and made the tail (bench/changes.md). Here a returned connection goes
+    straight to the longest waiter, and no one takes a free connection while others wait."""
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False):
+        super().__init__(maxsize, use_lifo)
+        self.waiters: collections.deque[_Waiter] = collections.deque()
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        with self.mutex:
+            while self.waiters:
+                waiter = self.waiters.popleft()
+                if not waiter.gave_up:
+                    waiter.item = item
+                    waiter.ready.set()
+                    return
+        super().put(item, block, timeout)
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        with self.mutex:
+            if not self.waiters and not self._empty():
+                return self._get()
+            if not block:
+                raise sqla_queue.Empty
+            waiter = _Waiter()
+            self.waiters.append(waiter)
+        waiter.ready.wait(timeout)
+        with self.mutex:
+            if waiter.ready.is_set():
+                return waiter.item
+            waiter.gave_up = True  # put() skips it
+            raise sqla_queue.Empty
+
+
+class _Waiter:
+    __slots__ = ("ready", "item", "gave_up")
+
+    def __init__(self):
+        self.ready = threading.Event()  # gevent's, once patched
+        self.item = None
+        self.gave_up = False
+
+
 class MeteredQueuePool(QueuePool):
     """SQLAlchemy's pool, reporting to the metrics (app/metrics.py) how many connections are
     out, and the checkouts that found none free and had to wait, or gave up at pool_timeout.
     `connect()` is the pool's one entry (Engine.raw_connection); a connection always comes back
     through `_do_return_conn`. Each reports the count it sees, so no path can make it drift."""
+
+    _queue_class = FairQueue
 
     def __init__(self, creator, pool_size: int = 5, max_overflow: int = 10, **options):
         super().__init__(creator, pool_size=pool_size, max_overflow=max_overflow, **options)

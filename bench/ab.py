@@ -91,12 +91,13 @@ def main() -> None:
             if options.together:
                 with ThreadPoolExecutor(2) as pool:
                     for name, trial in zip(sites, pool.map(lambda site: site.measured(
-                            lambda: run(site, options.seconds)), sites.values())):
+                            lambda: run(site, options.seconds)), sites.values()), strict=True):
                         trials[name].append(trial)
                 continue
             for name in ("A", "B") if number % 2 == 0 else ("B", "A"):
                 trials[name].append(sites[name].measured(lambda site=sites[name]: run(site, options.seconds)))
-    print(f"{options.workload}, c=64, {options.rounds} rounds of {options.seconds:g} s, A = {options.base}, B = the working tree")
+    print(f"{options.workload}, c=64, {options.rounds} rounds of {options.seconds:g} s, "
+          f"A = {options.base}, B = the working tree")
     medians = {}
     for name, runs in trials.items():
         medians[name] = {key: statistics.median(run[key] for run in runs)
@@ -108,7 +109,7 @@ def main() -> None:
     print("  B / A: " + ", ".join(f"{key} {medians['B'][key] / medians['A'][key]:.2f}" for key in medians["A"]))
     if options.together:  # each pair met the same machine: the median of the pairs' ratios
         paired = statistics.median(b["cpu_ms_per_request"] / a["cpu_ms_per_request"]
-                                   for a, b in zip(trials["A"], trials["B"]))
+                                   for a, b in zip(trials["A"], trials["B"], strict=True))
         print(f"  B / A, app CPU per request, the median of the {options.rounds} pairs: {paired:.2f}")
 
 
