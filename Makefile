@@ -60,7 +60,7 @@ test-docker: $(VENV)/.dev ## Only the container tests (a private dockerd and loc
 lint: $(VENV)/.dev ## Lint the Dockerfile, shell scripts and workflows
 	$(BIN)/pytest tests/deploy/test_static.py $(PYTEST_ARGS)
 
-bench: $(VENV)/.dev ## Benchmark the seed's Gunicorn setup against ours (real servers; writes bench/results/)
+bench: $(VENV)/.dev ## Benchmark the seed's Gunicorn setup, ours, and bare Flask under ours (real servers; writes bench/results/)
 	scripts/install-servers.sh
 	$(BIN)/python -m bench
 

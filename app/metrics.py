@@ -196,5 +196,7 @@ def worker_exited(pid: int, workers_left: int, replaced: bool) -> None:
 
 def init_app(app: Flask) -> None:
     config = app.config
+    if not config["METRICS_PORT"]:
+        return  # metrics off: nothing would serve what each request counted
     BUILD_INFO.labels(config["APP_RELEASE"] or "unknown", config["SENTRY_ENVIRONMENT"]).set(1)
     app.wsgi_app = RequestMetrics(app)

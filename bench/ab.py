@@ -24,7 +24,7 @@ from pathlib import Path
 from harness import REPO
 from harness.servers import PostgresServer, RedisServer, migrate_to_head
 
-from .suite import Site, app_settings, wrk
+from .suite import Site, app_settings, in_turn, wrk
 
 WRITE = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
          'wrk.headers["Content-Type"] = "application/json"\n')
@@ -94,7 +94,7 @@ def main() -> None:
                             lambda: run(site, options.seconds)), sites.values()), strict=True):
                         trials[name].append(trial)
                 continue
-            for name in ("A", "B") if number % 2 == 0 else ("B", "A"):
+            for name in in_turn(list(sites), number):
                 trials[name].append(sites[name].measured(lambda site=sites[name]: run(site, options.seconds)))
     print(f"{options.workload}, c=64, {options.rounds} rounds of {options.seconds:g} s, "
           f"A = {options.base}, B = the working tree")

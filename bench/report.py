@@ -17,7 +17,10 @@ DOCUMENT = REPO / "docs" / "benchmarks.md"
 PLOT = REPO / "docs" / "benchmarks-latency.png"
 # The hand-written history of the changes and their measurements, appended to the document.
 CHANGES = REPO / "bench" / "changes.md"
-# (label, workload, figure, unit); the ratio column is ours / seed
+# The configurations with a column each, in order; a result from before the floor has none.
+NAMES = ("seed", "ours", "floor")
+MISSING = "—"
+# (label, workload, figure, unit); the ratio columns are ours / seed and ours / floor
 ROWS = [
     ("/health, c=64: requests/s", "health_c64", "rps", ""),
     ("/health, c=64: p99", "health_c64", "p99_ms", "ms"),
@@ -32,7 +35,9 @@ ROWS = [
     ("read at a fixed rate: p99", "read_fixed_rate", "p99_ms", "ms"),
     ("read at a fixed rate: p99.9", "read_fixed_rate", "p999_ms", "ms"),
     ("read, Postgres round trips delayed, c=100: requests/s", "read_slow_db_c100", "rps", ""),
-    ("peak worker memory (read, c=64)", "read_c64", "worker_rss_mb", "MB"),
+    ("peak worker memory, RSS (read, c=64)", "read_c64", "worker_rss_mb", "MB"),
+    ("the largest worker's memory, PSS, after the read", "read_c64", "worker_pss_mb", "MB"),
+    ("the master's memory, PSS, after the read", "read_c64", "master_pss_mb", "MB"),
     ("/health, workers recycled every 1000 requests: requests/s", "health_recycling_c64", "rps", ""),
     ("the same: p99", "health_recycling_c64", "p99_ms", "ms"),
     ("the same: worker restarts", "health_recycling_c64", "worker_restarts", ""),
@@ -47,31 +52,40 @@ def newest() -> Path:
 
 
 def table(document: dict) -> str:
-    seed, ours = document["results"]["seed"], document["results"]["ours"]
-    lines = ["| workload | seed | ours | ours / seed |", "|---|---|---|---|"]
+    """The figures of each configuration, ours over the seed's and the floor's, and metrics'
+    share of the read's CPU; "—" for a figure the result lacks."""
+    results = [document["results"].get(name, {}) for name in NAMES]
+    lines = ["| workload | seed | ours | floor | ours / seed | ours / floor |", "|---|---|---|---|---|---|"]
 
     def cell(figures, figure, unit):
         value = figures.get(figure)
         if value is None:
-            return "-"
+            return MISSING
         text = f"{value:,}{' ' + unit if unit else ''}"
         trials = figures.get("rps_trials", [])
         if figure == "rps" and len(trials) > 1:  # the median; the trials' range after it
             text += f" ({min(trials):,}-{max(trials):,})"
         return text
 
+    def over(value, base):
+        return f"{value / base:.2f}x" if value is not None and base else MISSING
+
     for label, workload, figure, unit in ROWS:
-        if workload not in seed or workload not in ours:
-            continue  # a result from before the workload existed
-        a, b = seed[workload].get(figure), ours[workload].get(figure)
-        ratio = f"{b / a:.2f}x" if a and b is not None else "-"
-        seed_cell, our_cell = cell(seed[workload], figure, unit), cell(ours[workload], figure, unit)
-        lines.append(f"| {label} | {seed_cell} | {our_cell} | {ratio} |")
-    a, b = seed["cold_start_s"], ours["cold_start_s"]
-    lines.append(f"| cold start to the first 200 through nginx | {a} s | {b} s | {b / a:.2f}x |")
-    errors = {name: sum(figures.get("errors", 0) for figures in result.values() if isinstance(figures, dict))
-              for name, result in document["results"].items()}
-    lines.append(f"| errors (non-2xx, socket) in all workloads above | {errors['seed']} | {errors['ours']} | |")
+        columns = [result.get(workload, {}) for result in results]
+        seed, ours, floor = (figures.get(figure) for figures in columns)
+        if seed is None and ours is None:
+            continue  # a result from before the workload or the figure existed
+        cells = " | ".join(cell(figures, figure, unit) for figures in columns)
+        lines.append(f"| {label} | {cells} | {over(ours, seed)} | {over(ours, floor)} |")
+    seed, ours, floor = (result.get("cold_start_s") for result in results)
+    cells = " | ".join(MISSING if value is None else f"{value} s" for value in (seed, ours, floor))
+    lines.append(f"| cold start to the first 200 through nginx | {cells} | {over(ours, seed)} | {over(ours, floor)} |")
+    errors = " | ".join(
+        str(sum(figures.get("errors", 0) for figures in result.values() if isinstance(figures, dict)))
+        if result else MISSING for result in results)
+    lines.append(f"| errors (non-2xx, socket) in all workloads above | {errors} | | |")
+    if "metrics_cost_percent" in document:  # results from before it have no run with metrics off
+        lines += ["", f"metrics' share of the read's app CPU: {document['metrics_cost_percent']} % (target ≤ 5 %)"]
     return "\n".join(lines)
 
 
@@ -82,7 +96,9 @@ def plot(document: dict, path: Path) -> None:
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(figsize=(7, 4), dpi=100)
-    for name, style in (("seed", "--"), ("ours", "-")):
+    for name, style in (("seed", "--"), ("ours", "-"), ("floor", ":")):
+        if name not in document["results"]:
+            continue  # a result from before the floor
         sweep = document["results"][name]["read_sweep"]
         offered = [point["offered"] for point in sweep]
         for percentile, marker in (("p50_ms", "o"), ("p99_ms", "s")):
@@ -104,29 +120,37 @@ def write(document: dict, source: Path, destination: Path = DOCUMENT, plot_path:
     options, machine = document["options"], document["versions"]
     trials = options.get("rounds", 1)  # results from before the rounds had one trial each
     rounds = "once" if trials == 1 else f"{trials} times"
-    destination.write_text(f"""# Benchmarks: the seed's Gunicorn setup against ours
+    destination.write_text(f"""# Benchmarks: the seed's Gunicorn setup, ours, and the floor
 
 Generated by `make bench-report` from `{source.name}` (`make bench`, {document['time']});
 do not edit by hand.
 
 The seed reference is the tutorial this kit grew from: sync workers, `2 x cores + 1` of them,
 `preload_app`, `max_requests = 1000` (bench/seed_gunicorn.conf.py). Ours is gunicorn.conf.py with
-its defaults, started as the Dockerfile starts it (gevent's launcher, so the app is preloaded).
-Both serve the same app behind the same nginx (this repo's configuration, TLS,
-per-address limits lifted for the load) on the same Postgres and Redis, on this machine, side by
-side in one run: each workload ran on one and then the other, {rounds}, the order swapped
-each round, so a slow minute of the machine lands on both. Each figure is the median of its
-trials (requests/s gives the trials' range in brackets); errors are summed. Each trial
-ran {options['seconds']:g} s: wrk at 64 connections; hey at a fixed {options['rate']} requests/s
+its defaults, Prometheus metrics on, started as the Dockerfile starts it (gevent's launcher, so
+the app is preloaded). Both serve the same app behind the same nginx (this repo's configuration,
+TLS, per-address limits lifted for the load) on the same Postgres and Redis, on this machine,
+side by side with the floor in one run: each workload ran on each in turn, {rounds}, the order
+rotated each round, so a slow minute of the machine lands on all three. Each figure is the
+median of its trials (requests/s gives the trials' range in brackets); errors are summed. Each
+trial ran {options['seconds']:g} s: wrk at 64 connections; hey at a fixed {options['rate']} requests/s
 offered, spread evenly (one hey per 10 requests/s, started in turn, since one hey's workers fire
 together), every latency kept, so p99.9 is real; the read
 again with {options['delay'] * 1000:g} ms added to every Postgres round trip by a proxy. App CPU is
 read from /proc (master, workers, and the workers it reaped), so it is per request whatever the
 worker model. The figures vary from run to run by 10-20 %: compare within one run.
 
+The floor is bare Flask (bench/floor.py): the same routes, the read answered with a page of the
+same shape and size built from memory, and no Postgres, Redis, session or middleware, under the
+same gunicorn.conf.py, launcher, nginx and TLS as ours. It shows what Flask alone costs in this
+setup, so ours / floor is the kit's own cost: the database, the session, the middleware, the
+request metrics. The line under the table compares the read's app CPU on ours with ours run with
+`METRICS_PORT=0` in the same rounds, which turns metrics off: no metrics port, no
+multiprocess files, and no request counted.
+
 {table(document)}
 
-![p50 and p99 latency of the authenticated read against offered load, both configurations]({plot_path.name})
+![p50 and p99 latency of the authenticated read against offered load, each configuration]({plot_path.name})
 
 Machine: {machine['machine']}; {machine['nginx']}; Gunicorn {machine['gunicorn']}, gevent {machine['gevent']},
 Python {machine['python']}.

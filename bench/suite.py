@@ -1,20 +1,29 @@
-"""The seed tutorial's Gunicorn setup against ours, measured in one run on this machine.
+"""The seed tutorial's Gunicorn setup, ours, and the floor, measured in one run on this machine.
 
-Both run the same app behind the same nginx (this repo's configuration, its per-address
-limits lifted for the load), on the same Postgres and Redis; only the Gunicorn configuration
-differs (bench/seed_gunicorn.conf.py, gunicorn.conf.py with its defaults). Measured: cold start,
-/health, an authenticated read and write at 64 connections (wrk), a fixed offered rate and a
-sweep of rates (hey, every latency kept), the read again with each round trip to Postgres
-delayed (a latency-injecting proxy), and /health with workers recycled every 1000 requests, as
-the seed recycles them. The app's CPU comes from /proc (the master, its workers, and the
-workers it reaped), so it is per request, whatever the worker model.
+Three configurations (CONFIGS), each behind its own copy of the same nginx (this repo's
+configuration, its per-address limits lifted for the load), on the same Postgres and Redis:
+- seed: the app under the tutorial's Gunicorn configuration (bench/seed_gunicorn.conf.py);
+- ours: the app under gunicorn.conf.py with its defaults, Prometheus metrics on;
+- floor: bare Flask (bench/floor.py) under the same gunicorn.conf.py and launcher as ours, so
+  ours / floor is what the kit itself costs.
+A fourth, ours with metrics off (METRICS_PORT=0), runs only the authenticated read, for
+metrics' share of its app CPU.
 
-Both configurations run side by side, and each workload runs on one and then the other,
-`--rounds` times, the order swapped each round: a machine that slows down for a minute slows
-both, not whichever ran then. Each figure is the median of its trials; errors are summed.
+Measured: cold start, /health, an authenticated read and write at 64 connections (wrk), a
+fixed offered rate and a sweep of rates (hey, every latency kept), the read again with each
+round trip to Postgres delayed (a latency-injecting proxy), and /health with workers recycled
+every 1000 requests, as the seed recycles them. The app's CPU comes from /proc (the master,
+its workers, and the workers it reaped), so it is per request, whatever the worker model;
+memory is the workers' peak RSS, and the PSS of the master and of its largest worker after
+the read.
+
+The configurations run side by side, and each workload runs on each in turn, `--rounds` times,
+the order rotated each round: a machine that slows down for a minute slows all of them, not
+whichever ran then. Each figure is the median of its trials; errors are summed.
 
 Usage: .venv/bin/python -m bench [--seconds 10] [--rounds 3] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
-Writes bench/results/<UTC time>.json and prints the table; `make bench-report` turns the
+Writes bench/results/<UTC time>.json (the figures, ours / seed in `ratios`, ours / floor in
+`floor_ratios`, and `metrics_cost_percent`) and prints the table; `make bench-report` turns the
 newest result into docs/benchmarks.md.
 """
 
@@ -32,7 +41,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -46,7 +57,34 @@ from harness.process import child_pids, find_binary, stop_process
 from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 from harness.wait import wait_for
 
-CONFIGS = {"seed": REPO / "bench" / "seed_gunicorn.conf.py", "ours": REPO / "gunicorn.conf.py"}
+SEED_CONFIG = REPO / "bench" / "seed_gunicorn.conf.py"
+OUR_CONFIG = REPO / "gunicorn.conf.py"
+KIT_APP = "wsgi:app"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One setup under test: its Gunicorn configuration file, the app module it serves, what it
+    sets in the environment over the bench's, and the measurements it takes (`results` keys:
+    "cold_start_s", a workload's name, "read_sweep"), None for every one."""
+
+    config: Path
+    app_module: str = KIT_APP
+    env: dict[str, str] = field(default_factory=dict)
+    measures: frozenset[str] | None = None
+
+    def takes(self, measurement: str) -> bool:
+        return self.measures is None or measurement in self.measures
+
+
+CONFIGS = {
+    "seed": Configuration(SEED_CONFIG),
+    "ours": Configuration(OUR_CONFIG),
+    "floor": Configuration(OUR_CONFIG, "bench.floor:app"),
+    # ours with metrics off (no listener, no multiprocess files, no request counted), for the
+    # read only: its app CPU against ours's gives metrics_cost_percent
+    "ours_nometrics": Configuration(OUR_CONFIG, env={"METRICS_PORT": "0"}, measures=frozenset({"read_c64"})),
+}
 RESULTS = REPO / "bench" / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PASSWORD = "correct horse battery staple"
@@ -77,6 +115,19 @@ def peak_worker_rss_mb(master: int) -> float:
         if peak := re.search(r"VmHWM:\s+(\d+) kB", status):  # none once a recycled worker is a zombie
             peaks.append(int(peak.group(1)) / 1024)
     return round(max(peaks, default=0), 1)
+
+
+def pss_mb(pid: int) -> float:
+    """A process's proportional set size: its own pages, plus its share of each page it shares
+    (copy-on-write with the master it was forked from, the libraries), so the PSS of a master
+    and its workers add up to what they use together, which their RSS overstates. 0 once it
+    is gone or a zombie."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.M)
+    return int(found.group(1)) / 1024 if found else 0.0
 
 
 def wrk(url: str, seconds: float, connections: int, headers: dict[str, str], script: str | None = None) -> dict:
@@ -137,11 +188,14 @@ def hey_at_rate(url: str, rate: int, seconds: float, headers: dict[str, str]) ->
 
 
 class Site:
-    """One Gunicorn configuration serving the app behind nginx, and a signed-in user."""
+    """One configuration (CONFIGS) serving its app behind nginx, and a signed-in user (none for
+    the floor)."""
 
     def __init__(self, name: str, app_env: dict[str, str]):
         self.name = name
-        self.gunicorn = GunicornServer(app_env, config=CONFIGS[name])
+        self.configuration = CONFIGS[name]
+        self.gunicorn = GunicornServer({**app_env, **self.configuration.env},
+                                       app_module=self.configuration.app_module, config=self.configuration.config)
         # the configuration's own worker count: the harness's single-worker default is for tests
         self.gunicorn.env.pop("WEB_CONCURRENCY")
         self.nginx = NginxServer(self.gunicorn.port, load_test=True)
@@ -170,9 +224,9 @@ class Site:
 
     def configured_workers(self) -> int:
         """The worker count the configuration picks itself, as it computes it."""
-        if self.name == "seed":  # bench/seed_gunicorn.conf.py: cpu_count() * 2 + 1
+        if self.configuration.config == SEED_CONFIG:  # cpu_count() * 2 + 1
             return int(self.gunicorn.env.get("GUNICORN_WORKERS", os.cpu_count() * 2 + 1))
-        return available_cpus()  # gunicorn.conf.py without WEB_CONCURRENCY
+        return available_cpus()  # gunicorn.conf.py without WEB_CONCURRENCY: ours, the floor
 
     @property
     def url(self) -> str:
@@ -188,6 +242,8 @@ class Site:
         return f"https://127.0.0.1:{self.nginx.https_port}/api/notes"
 
     def sign_in(self) -> None:
+        if self.configuration.app_module != KIT_APP:
+            return  # the floor has no accounts and ignores the cookie, which stays empty
         client = Client(self.nginx.https_port, tls_context(self.nginx.cafile))
         credentials = {"email": f"bench-{secrets.token_hex(4)}@example.com", "password": PASSWORD}
         assert client.request("POST", "/api/auth/register", credentials).status == 201
@@ -206,6 +262,13 @@ class Site:
         result["worker_rss_mb"] = peak_worker_rss_mb(self.gunicorn.proc.pid)
         result["worker_restarts"] = self.boots() - boots
         return result
+
+    def memory(self) -> dict[str, float]:
+        """The largest worker's PSS and the master's, now: read right after a workload, while
+        its workers are alive."""
+        master = self.gunicorn.proc.pid
+        return {"worker_pss_mb": round(max(map(pss_mb, child_pids(master)), default=0), 1),
+                "master_pss_mb": round(pss_mb(master), 1)}
 
     def boots(self) -> int:
         return sum("Booting worker" in line for line in self.gunicorn.log_lines())
@@ -236,47 +299,59 @@ def median_of(trials: list[dict]) -> dict:
     return figures
 
 
-def in_turn(number: int) -> list[str]:
-    """The configurations in round `number`'s order: swapped every round, so neither always goes
-    first."""
-    return list(CONFIGS) if number % 2 == 0 else list(reversed(CONFIGS))
+def taking(measurement: str, names: list[str]) -> list[str]:
+    """Those of the configurations `names` that take `measurement`."""
+    return [name for name in names if CONFIGS[name].takes(measurement)]
+
+
+def in_turn(names: list[str], number: int) -> list[str]:
+    """`names` in round `number`'s order: rotated by one every round, so none always goes first."""
+    first = number % len(names)
+    return names[first:] + names[:first]
 
 
 def alternated(sites: dict[str, Site], workloads: dict, rounds: int) -> dict[str, dict]:
-    """Each workload, in order, on every site in turn, `rounds` times, the order swapped each
-    round. Workload by workload: the writes come last, so no read runs on the thousands of rows
-    they add (Postgres plans those reads from statistics of a table of 40 rows until the next
-    ANALYZE: a scan and a sort of the user's rows instead of 21 from the index, measured at
-    385-405 against 512-558 reads/s)."""
-    trials: dict[str, dict[str, list]] = {name: {workload: [] for workload in workloads} for name in sites}
+    """Each workload, in order, on every site that takes it in turn, `rounds` times, the order
+    rotated each round. Workload by workload: the writes come last, so no read runs on the
+    thousands of rows they add (Postgres plans those reads from statistics of a table of 40 rows
+    until the next ANALYZE: a scan and a sort of the user's rows instead of 21 from the index,
+    measured at 385-405 against 512-558 reads/s)."""
+    trials: dict[str, dict[str, list]] = {name: {} for name in sites}
     for workload, run in workloads.items():
+        names = taking(workload, list(sites))
         for number in range(rounds):
-            for name in in_turn(number):
+            for name in in_turn(names, number):
                 site = sites[name]
-                trials[name][workload].append(site.measured(partial(run, site)))
+                trials[name].setdefault(workload, []).append(site.measured(partial(run, site)))
     return {name: {workload: median_of(runs) for workload, runs in by_workload.items()}
             for name, by_workload in trials.items()}
 
 
 @contextmanager
-def running(env: dict[str, str]) -> Iterator[dict[str, Site]]:
-    """One site per configuration, both running at once; both closed at the end."""
+def running(env: dict[str, str], measurements: list[str]) -> Iterator[dict[str, Site]]:
+    """One site per configuration that takes any of `measurements`, all running at once; all
+    closed together at the end."""
     sites: dict[str, Site] = {}
     try:
         for name in CONFIGS:
-            sites[name] = Site(name, env)
-            sites[name].start()
+            if any(CONFIGS[name].takes(measurement) for measurement in measurements):
+                sites[name] = Site(name, env)
+                sites[name].start()
         yield sites
     finally:
-        for site in sites.values():
-            site.close()
+        # all at once: each stop waits for its workers to finish (a gevent worker notices the
+        # stop within a second) and exit, 1.3-2.1 s each on this machine idle; nothing is
+        # measured meanwhile
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(Site.close, sites.values()))
 
 
 def cold_starts(app_env: dict[str, str], rounds: int) -> dict[str, float]:
     """Gunicorn's launch to the first 200 through nginx: the median of `rounds` fresh starts each."""
-    times: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    names = taking("cold_start_s", list(CONFIGS))
+    times: dict[str, list[float]] = {name: [] for name in names}
     for number in range(rounds):
-        for name in in_turn(number):
+        for name in in_turn(names, number):
             site = Site(name, app_env)
             try:
                 times[name].append(site.start())
@@ -292,50 +367,60 @@ def measure(postgres: PostgresServer, app_env: dict[str, str], slow_env: dict[st
         results[name]["cold_start_s"] = cold
     write = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
              'wrk.headers["Content-Type"] = "application/json"\n')
-    with running(app_env) as sites:
+    workloads = {
+        "health_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {}),
+        "read_c64": lambda site: {**wrk(f"{site.url}/api/notes", seconds, 64, site.auth), **site.memory()},
+        "read_fixed_rate": lambda site: hey_at_rate(site.by_address, options.rate, seconds, site.auth),
+        "write_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, write),
+    }
+    with running(app_env, [*workloads, "read_sweep"]) as sites:
         for site in sites.values():
             site.sign_in()
-        workloads = {
-            "health_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {}),
-            "read_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth),
-            "read_fixed_rate": lambda site: hey_at_rate(site.by_address, options.rate, seconds, site.auth),
-            "write_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, write),
-        }
         for name, figures in alternated(sites, workloads, rounds).items():
             results[name].update(figures)
         # statistics for the rows the writes added, as autovacuum would gather them within a minute
         postgres.psql("ANALYZE", "bench")
-        for name, site in sites.items():  # the latency plot's points, once each
+        for name in taking("read_sweep", list(sites)):  # the latency plot's points, once each
+            site = sites[name]
             results[name]["read_sweep"] = [hey_at_rate(site.by_address, rate, options.sweep_seconds,
                                                        site.auth) for rate in options.sweep]
         cookies = {name: site.cookie for name, site in sites.items()}
-    with running(slow_env) as sites:
+    workloads = {"read_slow_db_c100": lambda site: wrk(f"{site.url}/api/notes", seconds, 100, site.auth)}
+    with running(slow_env, list(workloads)) as sites:
         # the same users and sessions (the same database and Redis), without slow sign-up round trips
         for name, site in sites.items():
             site.cookie = cookies[name]
-        workloads = {"read_slow_db_c100": lambda site: wrk(f"{site.url}/api/notes", seconds, 100, site.auth)}
         for name, figures in alternated(sites, workloads, rounds).items():
             results[name].update(figures)
-    # Worker recycling as the seed configures it (every 1000 requests), for both: what a
+    # Worker recycling as the seed configures it (every 1000 requests), for all: what a
     # recycled worker costs each setup (a fork from a preloaded master, or a fresh import).
-    with running({**app_env, "GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "50"}) as sites:
-        workloads = {"health_recycling_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {})}
+    workloads = {"health_recycling_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {})}
+    recycling_env = {**app_env, "GUNICORN_MAX_REQUESTS": "1000", "GUNICORN_MAX_REQUESTS_JITTER": "50"}
+    with running(recycling_env, list(workloads)) as sites:
         for name, figures in alternated(sites, workloads, rounds).items():
             results[name].update(figures)
     return results
 
 
-def ratios(seed: dict, ours: dict) -> dict:
-    """Ours over the seed's, for every figure both have."""
+def ratios(base: dict, ours: dict) -> dict:
+    """Ours over a base's (the seed's, the floor's), for every figure both have."""
     table = {}
-    for workload, figures in ours.items():
-        if isinstance(figures, dict) and isinstance(seed.get(workload), dict):
+    for measurement, figures in ours.items():
+        if isinstance(figures, dict) and isinstance(base.get(measurement), dict):
             for key, value in figures.items():
-                base = seed[workload].get(key)
-                if isinstance(value, (int, float)) and base:
-                    table[f"{workload}.{key}"] = round(value / base, 2)
-    table["cold_start_s"] = round(ours["cold_start_s"] / seed["cold_start_s"], 2)
+                below = base[measurement].get(key)
+                if isinstance(value, (int, float)) and below:
+                    table[f"{measurement}.{key}"] = round(value / below, 2)
+        elif isinstance(figures, (int, float)) and base.get(measurement):
+            table[measurement] = round(figures / base[measurement], 2)
     return table
+
+
+def metrics_cost_percent(ours: dict, nometrics: dict) -> float:
+    """Metrics' share of the read's app CPU: what ours spends per read above itself with metrics
+    off, as a percentage of what it spends."""
+    spent = ours["read_c64"]["cpu_ms_per_request"]
+    return round((spent - nometrics["read_c64"]["cpu_ms_per_request"]) * 100 / spent, 1)
 
 
 def versions() -> dict[str, str]:
@@ -373,7 +458,8 @@ def main() -> None:
         proxy.delay(options.delay)
         env = app_settings(url, redis.url)
         slow_env = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/bench"}
-        print(f"bench: seed and ours, {options.rounds} rounds ...", flush=True)
+        print(f"bench: seed, ours and the floor (and ours without metrics, for the read), {options.rounds} "
+              "rounds ...", flush=True)
         results = measure(postgres, env, slow_env, options)
     finally:
         if proxy:
@@ -384,7 +470,9 @@ def main() -> None:
     settings = {"seconds": options.seconds, "rounds": options.rounds, "rate": options.rate,
                 "sweep": options.sweep, "delay": options.delay}
     document = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": settings,
-                "versions": versions(), "results": results, "ratios": ratios(results["seed"], results["ours"])}
+                "versions": versions(), "results": results, "ratios": ratios(results["seed"], results["ours"]),
+                "floor_ratios": ratios(results["floor"], results["ours"]),
+                "metrics_cost_percent": metrics_cost_percent(results["ours"], results["ours_nometrics"])}
     output = options.output or RESULTS / f"{document['time'].replace(':', '')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2) + "\n")

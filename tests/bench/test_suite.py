@@ -1,6 +1,6 @@
 """The benchmark suite runs end to end on a tiny budget (one round) and reports every figure for
-both configurations; its rounds alternate and give medians. Figures are never asserted: they
-are for `make bench` to measure."""
+the seed, ours and the floor; its rounds rotate and give medians; the report still renders a
+result from before the floor. Figures are never asserted: they are for `make bench` to measure."""
 
 import json
 import subprocess
@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from bench.report import ROWS
-from bench.suite import alternated
+from bench.report import ROWS, table, write
+from bench.suite import CONFIGS, alternated
 from harness import REPO
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_suite_measures_both_configurations_and_reports(tmp_path):
+def test_the_suite_measures_every_configuration_and_reports(tmp_path):
     results = tmp_path / "results.json"
     run = subprocess.run([sys.executable, "-m", "bench", "--seconds", "1", "--rounds", "1", "--rate", "40",
                           "--sweep", "20,40",
@@ -24,15 +24,20 @@ def test_the_suite_measures_both_configurations_and_reports(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
 
     document = json.loads(results.read_text())
-    for name in ("seed", "ours"):
+    for name in ("seed", "ours", "floor"):
         figures = document["results"][name]
         for _, workload, figure, _ in ROWS:
             assert isinstance(figures[workload][figure], (int, float)), (name, workload, figure)
         assert [point["offered"] for point in figures["read_sweep"]] == [20, 40]
         assert figures["read_c64"]["rps_trials"] == [figures["read_c64"]["rps"]]
         assert figures["cold_start_s"] > 0
+        assert figures["read_c64"]["worker_pss_mb"] > 0 and figures["read_c64"]["master_pss_mb"] > 0
+    assert list(document["results"]["ours_nometrics"]) == ["read_c64"]
     assert "read_c64.rps" in document["ratios"]
+    assert "read_c64.cpu_ms_per_request" in document["floor_ratios"]
+    assert isinstance(document["metrics_cost_percent"], (int, float))
     assert "| authenticated read, c=64: requests/s |" in run.stdout
+    assert "metrics' share of the read's app CPU: " in run.stdout
 
     report = subprocess.run([sys.executable, "-m", "bench.report", str(results), "--document",
                              str(tmp_path / "benchmarks.md"), "--plot", str(tmp_path / "latency.png")],
@@ -40,6 +45,21 @@ def test_the_suite_measures_both_configurations_and_reports(tmp_path):
     assert report.returncode == 0, report.stderr
     assert "| cold start to the first 200 through nginx |" in (tmp_path / "benchmarks.md").read_text()
     assert (tmp_path / "latency.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_result_from_before_the_floor_renders_with_dashes(tmp_path):
+    figures = {"cold_start_s": 1.5, "read_c64": {"rps": 400.0, "p99_ms": 200.0, "errors": 0, "rps_trials": [400.0]},
+               "read_sweep": [{"offered": 50, "p50_ms": 5.0, "p99_ms": 9.0}]}
+    document = {"time": "2026-11-23T22:01:02+00:00", "results": {"seed": figures, "ours": figures},
+                "options": {"seconds": 10, "rate": 150, "sweep": [50], "delay": 0.04}, "ratios": {},
+                "versions": {"machine": "2 CPUs", "nginx": "nginx", "gunicorn": "27", "gevent": "26", "python": "3"}}
+
+    rendered = table(document)
+    assert "| authenticated read, c=64: requests/s | 400.0 | 400.0 | — | 1.00x | — |" in rendered
+    assert "| cold start to the first 200 through nginx | 1.5 s | 1.5 s | — | 1.00x | — |" in rendered
+    assert "PSS" not in rendered and "metrics' share" not in rendered
+    write(document, tmp_path / "old.json", tmp_path / "benchmarks.md", tmp_path / "latency.png")
+    assert rendered in (tmp_path / "benchmarks.md").read_text()
 
 
 class FakeSite:
@@ -53,13 +73,27 @@ class FakeSite:
         return run()
 
 
-def test_rounds_alternate_which_configuration_goes_first_and_give_medians():
+def test_rounds_rotate_which_configuration_goes_first_and_give_medians():
     order: list[str] = []
-    sites = {name: FakeSite(name, order) for name in ("seed", "ours")}
+    sites = {name: FakeSite(name, order) for name in ("seed", "ours", "floor")}
     trials = iter(range(100))
     results = alternated(sites, {"read": lambda site: {"rps": next(trials), "requests": 10}}, rounds=3)
 
-    assert order == ["seed", "ours", "ours", "seed", "seed", "ours"]
-    # seed got trials 0, 3, 4 and ours 1, 2, 5: the median of each, every requests/s kept, requests summed
-    assert results["seed"]["read"] == {"rps": 3, "requests": 30, "rps_trials": [0, 3, 4]}
-    assert results["ours"]["read"] == {"rps": 2, "requests": 30, "rps_trials": [1, 2, 5]}
+    assert order == ["seed", "ours", "floor", "ours", "floor", "seed", "floor", "seed", "ours"]
+    # seed got trials 0, 5, 7, ours 1, 3, 8 and the floor 2, 4, 6: the median of each, every
+    # requests/s kept, requests summed
+    assert results["seed"]["read"] == {"rps": 5, "requests": 30, "rps_trials": [0, 5, 7]}
+    assert results["ours"]["read"] == {"rps": 3, "requests": 30, "rps_trials": [1, 3, 8]}
+    assert results["floor"]["read"] == {"rps": 4, "requests": 30, "rps_trials": [2, 4, 6]}
+
+
+def test_ours_without_metrics_takes_the_read_alone_in_turn_with_the_others():
+    order: list[str] = []
+    sites = {name: FakeSite(name, order) for name in CONFIGS}
+    trial = {"rps": 1, "requests": 1}
+    results = alternated(sites, {"health_c64": lambda site: trial, "read_c64": lambda site: trial}, rounds=2)
+
+    assert order == ["seed", "ours", "floor", "ours", "floor", "seed",
+                     "seed", "ours", "floor", "ours_nometrics", "ours", "floor", "ours_nometrics", "seed"]
+    assert list(results["ours_nometrics"]) == ["read_c64"]
+    assert list(results["floor"]) == ["health_c64", "read_c64"]
