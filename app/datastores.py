@@ -106,9 +106,10 @@ class FairQueue(sqla_queue.Queue):
     Its own get() waits on a condition and, woken, takes a connection only if one is still
     there: a greenlet that asks just as a connection comes back takes it first, and the one
     woken for it waits again, at the back. Under gevent, with more requests than connections
-    (the pool is DB_POOL_SIZE per worker, a worker serves hundreds), some requests were passed
-    over again and again, and made the tail (bench/changes.md). Here a returned connection goes
-    straight to the longest waiter, and no one takes a free connection while others wait."""
+    (the pool is DB_POOL_SIZE per worker, a worker serves hundreds), a request can be passed over
+    again and again, and sits in the tail (bench/changes.md has what it measured). Here a
+    returned connection goes straight to the longest waiter, and no one takes a free connection
+    while others wait. A waiter still gives up at pool_timeout."""
 
     def __init__(self, maxsize: int = 0, use_lifo: bool = False):
         super().__init__(maxsize, use_lifo)
