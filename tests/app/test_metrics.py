@@ -88,6 +88,14 @@ def test_a_host_header_naming_the_metrics_port_on_a_unix_socket_gets_no_scrape(c
         assert client.get("/metrics", environ_overrides=spoofed).status_code == 404
 
 
+def test_metrics_port_0_turns_request_metrics_off(app_env):
+    app = create_app({**app_env, "METRICS_PORT": "0"})
+    with Delta("http_requests_total", route="/api/notes", method="GET", status="401") as answered:
+        assert app.test_client().get("/api/notes").status_code == 401
+
+    assert answered.grew == 0, "no request is counted where no scrape could read it"
+
+
 def test_build_info_names_the_release_and_environment(app_env):
     create_app({**app_env, "APP_RELEASE": "3f2c1ab", "SENTRY_ENVIRONMENT": "staging"})
     assert value("app_build_info", release="3f2c1ab", environment="staging") == 1
