@@ -116,14 +116,13 @@ class FairQueue(sqla_queue.Queue):
         self.waiters: collections.deque[_Waiter] = collections.deque()
 
     def put(self, item, block: bool = True, timeout: float | None = None) -> None:
-        with self.mutex:
-            while self.waiters:
+        with self.mutex:  # held across the queue's own put (a reentrant lock): no one queues between
+            if self.waiters:
                 waiter = self.waiters.popleft()
-                if not waiter.gave_up:
-                    waiter.item = item
-                    waiter.ready.set()
-                    return
-        super().put(item, block, timeout)
+                waiter.item = item
+                waiter.ready.set()
+            else:
+                super().put(item, block, timeout)
 
     def get(self, block: bool = True, timeout: float | None = None):
         with self.mutex:
@@ -135,19 +134,18 @@ class FairQueue(sqla_queue.Queue):
             self.waiters.append(waiter)
         waiter.ready.wait(timeout)
         with self.mutex:
-            if waiter.ready.is_set():
+            if waiter.ready.is_set():  # handed one as its wait ended
                 return waiter.item
-            waiter.gave_up = True  # put() skips it
+            self.waiters.remove(waiter)
             raise sqla_queue.Empty
 
 
 class _Waiter:
-    __slots__ = ("ready", "item", "gave_up")
+    __slots__ = ("ready", "item")
 
     def __init__(self):
         self.ready = threading.Event()  # gevent's, once patched
         self.item = None
-        self.gave_up = False
 
 
 class MeteredQueuePool(QueuePool):

@@ -24,14 +24,12 @@ from pathlib import Path
 from harness import REPO
 from harness.servers import PostgresServer, RedisServer, migrate_to_head
 
-from .suite import Site, app_settings, in_turn, wrk
+from .suite import WRITE_SCRIPT, Site, app_settings, in_turn, wrk
 
-WRITE = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
-         'wrk.headers["Content-Type"] = "application/json"\n')
 WORKLOADS = {
     "read": lambda site, seconds: wrk(f"{site.url}/api/notes", seconds, 64, site.auth),
     "health": lambda site, seconds: wrk(f"{site.url}/health", seconds, 64, {}),
-    "write": lambda site, seconds: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, WRITE),
+    "write": lambda site, seconds: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, WRITE_SCRIPT),
 }
 
 

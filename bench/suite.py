@@ -57,6 +57,8 @@ from harness.process import child_pids, find_binary, stop_process
 from harness.servers import GunicornServer, PostgresServer, RedisServer, migrate_to_head
 from harness.wait import wait_for
 
+from . import floor
+
 SEED_CONFIG = REPO / "bench" / "seed_gunicorn.conf.py"
 OUR_CONFIG = REPO / "gunicorn.conf.py"
 KIT_APP = "wsgi:app"
@@ -88,7 +90,11 @@ CONFIGS = {
 RESULTS = REPO / "bench" / "results"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PASSWORD = "correct horse battery staple"
-NOTES_PER_USER = 20
+# the bench user's notes: a page of them, as many as the floor's page holds
+NOTES_PER_USER = floor.NOTES
+# wrk's authenticated write: one note per request
+WRITE_SCRIPT = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
+                'wrk.headers["Content-Type"] = "application/json"\n')
 
 
 def cpu_seconds(master: int) -> float:
@@ -365,13 +371,11 @@ def measure(postgres: PostgresServer, app_env: dict[str, str], slow_env: dict[st
     results: dict[str, dict] = {name: {} for name in CONFIGS}
     for name, cold in cold_starts(app_env, rounds).items():
         results[name]["cold_start_s"] = cold
-    write = ('wrk.method = "POST"\nwrk.body = \'{"title": "bench", "body": "written by wrk"}\'\n'
-             'wrk.headers["Content-Type"] = "application/json"\n')
     workloads = {
         "health_c64": lambda site: wrk(f"{site.url}/health", seconds, 64, {}),
         "read_c64": lambda site: {**wrk(f"{site.url}/api/notes", seconds, 64, site.auth), **site.memory()},
         "read_fixed_rate": lambda site: hey_at_rate(site.by_address, options.rate, seconds, site.auth),
-        "write_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, write),
+        "write_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, WRITE_SCRIPT),
     }
     with running(app_env, [*workloads, "read_beside_ours", "read_sweep"]) as sites:
         for site in sites.values():

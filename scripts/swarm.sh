@@ -7,7 +7,8 @@
 ###   Run on a manager node, in a directory holding the stack file and .env
 ###   (REGISTRY, DOMAIN, SECRETS_DIR; optional: HTTP_PORT, HTTPS_PORT,
 ###   WEB_REPLICAS, WEB_CONCURRENCY, WEB_CPUS, WEB_HEALTH_INTERVAL (5s),
-###   WEB_HEALTH_START_PERIOD (15s), the NGINX_ limits, POSTGRES_IMAGE, REDIS_IMAGE). SECRETS_DIR holds scripts/make-secrets.sh's files. A node
+###   WEB_HEALTH_START_PERIOD (15s), the NGINX_ limits, POSTGRES_IMAGE,
+###   REDIS_IMAGE). SECRETS_DIR holds scripts/make-secrets.sh's files. A node
 ###   labelled flask-kit.data=true holds Postgres and Redis; nodes labelled
 ###   flask-kit.edge=true run nginx (docs/scaling.md).
 ###   deploy <sha>   create the Swarm secrets SECRETS_DIR holds, each named after

@@ -1,6 +1,6 @@
 """The pool's queue (app/datastores.py FairQueue) hands connections out in the order they were
 asked for: no late request takes a returned connection ahead of those already waiting, and a
-waiter that gave up at its timeout never receives one. Threads stand in for the workers'
+waiter that gave up at its timeout leaves the line and never receives one. Threads stand in for the workers'
 greenlets: the suite is not patched by gevent, and the queue waits on `threading`'s primitives,
 which are gevent's in a worker."""
 
@@ -45,13 +45,14 @@ def test_a_returned_connection_goes_to_the_longest_waiter_not_to_a_newcomer():
     assert queue.qsize() == 1 and not queue.waiters
 
 
-def test_a_waiter_that_timed_out_is_skipped_and_nothing_is_lost():
+def test_a_waiter_that_timed_out_leaves_the_line_and_nothing_is_lost():
     queue = FairQueue(1)
     queue.put("connection", False)
     held = queue.get(False)
 
     with pytest.raises(sqla_queue.Empty):
         queue.get(True, 0.05)
+    assert not queue.waiters
     with pytest.raises(sqla_queue.Empty):
         queue.get(False)  # never a free one while the queue is empty
 
