@@ -200,6 +200,27 @@ def watch_connections(engine) -> None:
             context.is_disconnect = True
 
 
+def fetch_rows(connection, sql: str, parameters) -> list[tuple]:
+    """The rows of one statement in the driver's SQL, as plain tuples, straight from the driver's
+    cursor on `connection` (a Connection from the engine).
+
+    exec_driver_sql would build an execution context, the result's metadata and a Row for each
+    row on every call: more CPU than a page read's own round trip (bench/changes.md). A failure
+    takes the path it takes there, SQLAlchemy's Connection._handle_dbapi_exception: wrapped
+    as DBAPIError with the parameters hidden, the handle_error events (timeouts_are_disconnects
+    below), and on a disconnect, or an exit such as gevent's Timeout, the connection and the
+    pool invalidated. tests/app/test_datastores.py holds it to that. What it skips is the
+    cursor events: the statement leaves no Sentry breadcrumb or span."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, parameters)
+        rows = cursor.fetchall()
+    except BaseException as error:
+        connection._handle_dbapi_exception(error, sql, parameters, cursor, None)  # raises
+    cursor.close()
+    return rows
+
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -174,6 +174,18 @@ def test_the_master_preloads_the_app_and_holds_no_connection(start_gunicorn, app
     assert "_psycopg" in Path(f"/proc/{server.proc.pid}/maps").read_text()
 
 
+def test_a_worker_freezes_what_it_holds_once_it_has_the_app(app_env):
+    """post_worker_init's gc.freeze: the objects a worker holds leave the collector's reach (in
+    a process of its own: the hook freezes whatever the process holds)."""
+    hook = ("import gc, runpy; settings = runpy.run_path('gunicorn.conf.py'); from app import create_app; "
+            "create_app(); before = gc.get_freeze_count(); settings['post_worker_init'](None); "
+            "print(before, gc.get_freeze_count())")
+    result = subprocess.run([sys.executable, "-c", hook], cwd=REPO, env={**os.environ, **app_env},
+                            capture_output=True, text=True, timeout=60, check=True)
+
+    before, after = map(int, result.stdout.split())
+    assert before == 0 and after > 10_000  # the app, SQLAlchemy and Flask: tens of thousands
+
 def test_flask_cli_refuses_a_weak_secret_key_in_one_line(app_env):
     env = {**app_env, "APP_ENV": "production", "SECRET_KEY": "changeme" * 5}
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],

@@ -24,9 +24,11 @@ client = app.test_client()
 client.post("/api/auth/register", json={"email": "ada@example.com", "password": "correct horse battery"})
 client.post("/api/auth/login", json={"email": "ada@example.com", "password": "correct horse battery"})
 note = client.post("/api/notes", json={"title": "offline"})
+listed = client.get("/api/notes")
+read = client.get(f"/api/notes/{note.json['id']}")
 ready = client.get("/health/ready")
-print(json.dumps({"note": note.status_code, "ready": ready.status_code, "body": ready.json,
-                  "instance": app.instance_path}))
+print(json.dumps({"note": note.status_code, "read": read.json, "listed": listed.json, "ready": ready.status_code,
+                  "body": ready.json, "instance": app.instance_path}))
 """
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     env.pop("DATABASE_URL", None)
@@ -39,6 +41,8 @@ print(json.dumps({"note": note.status_code, "ready": ready.status_code, "body": 
     assert outcome["instance"] == str(tmp_path / "instance")
     assert (tmp_path / "instance" / "app.sqlite").exists()
     assert outcome["note"] == 201
+    # the page is read on SQLite's own cursor, whose datetimes are text until converted
+    assert outcome["listed"]["items"] == [outcome["read"]]
     assert outcome["ready"] == 200
     assert outcome["body"]["status"] == "warn"
     assert outcome["body"]["checks"]["sqlite:responseTime"][0]["status"] == "pass"
