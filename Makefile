@@ -46,9 +46,11 @@ run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (
 	$(BIN)/flask --app wsgi db upgrade
 	exec $(BIN)/python -m gevent.monkey --module gunicorn --config gunicorn.conf.py wsgi:app
 
+# Two processes: the container tests, which mostly wait on dockerd, in one, and everything else
+# beside them in the other (tests/conftest.py groups them). One process took 17 minutes.
 test: $(VENV)/.dev ## Install what the suite needs, then run every test (real Postgres, Redis, nginx, Docker)
 	scripts/install-servers.sh
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev ## Run the suite without the slow server and container tests
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -25,6 +25,17 @@ def pytest_report_header(config) -> str:
     return engine_description()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items) -> None:
+    """`make test` runs two processes (pytest-xdist, --dist loadgroup). The container tests go
+    to one of them together: one dockerd may use the cache's data root at a time, and they
+    share its images, registry and stacks. Being the largest group, they start first; the
+    other process takes every other test meanwhile."""
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.xdist_group("docker"))
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     server = PostgresServer()
