@@ -50,7 +50,7 @@ run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (
 # beside them in the other (tests/conftest.py groups them). One process took 17 minutes.
 test: $(VENV)/.dev ## Install what the suite needs, then run every test (real Postgres, Redis, nginx, Docker)
 	scripts/install-servers.sh
-	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev ## Run the suite without the slow server and container tests
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -25,15 +25,27 @@ def pytest_report_header(config) -> str:
     return engine_description()
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two processes (pytest-xdist). The container tests (tests/docker/) go to
+    one of them, as one unit: one dockerd may use the cache's data root at a time, and they share
+    its images, registry and stacks. Being the largest unit, they start first; the other process
+    takes every other test, one at a time, meanwhile. (xdist's own --dist loadgroup marks its
+    groups in a node id attribute that pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ContainerTestsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "docker" if nodeid.startswith("tests/docker/") else nodeid
+
+    return ContainerTestsTogether(config, log)
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """`make test` runs two processes (pytest-xdist, --dist loadgroup). The container tests go
-    to one of them together: one dockerd may use the cache's data root at a time, and they
-    share its images, registry and stacks. Being the largest group, they start first; the
-    other process takes every other test meanwhile."""
-    for item in items:
-        if item.get_closest_marker("docker"):
-            item.add_marker(pytest.mark.xdist_group("docker"))
+    """A container test outside tests/docker/ would run beside the others, on a second dockerd."""
+    strays = [item.nodeid for item in items
+              if item.get_closest_marker("docker") and not item.nodeid.startswith("tests/docker/")]
+    if strays:
+        raise pytest.UsageError(f"container tests belong in tests/docker/ (pytest_xdist_make_scheduler): {strays}")
 
 
 @pytest.fixture(scope="session")
