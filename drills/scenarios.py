@@ -30,7 +30,10 @@ from harness.wait import wait_for
 
 RATE = 60  # requests per second through nginx, at least the 50 the drills promise
 WORKERS = 48
-SLACK = 1.0  # added to a documented bound: nginx, TLS and a loaded 2-core machine
+# Added to a documented bound: nginx, TLS, and a 2-core machine that `make test` shares with the
+# container tests. 1 s was not enough with both test processes busy: a request bounded at 1 s
+# took 2.1. A fault held longer than bound + SLACK still shows a missing bound.
+SLACK = 2.0
 # Tighter than the defaults, so that every fault outlasts the bounds it tests: a request may
 # wait 1 s for a pooled connection plus 2 s on Postgres (3 s), or 1 s on Redis.
 SETTINGS = {"DB_POOL_TIMEOUT": "1", "DB_REQUEST_TIMEOUT": "2", "REDIS_TIMEOUT": "1"}

@@ -25,27 +25,36 @@ def pytest_report_header(config) -> str:
     return engine_description()
 
 
+# `make test` runs two processes (pytest-xdist, -n 2). The container tests go to one of them as
+# one unit: one dockerd may use the cache's data root at a time, and they share its images,
+# registry and stacks. The other process takes the other modules meanwhile, each whole, so that a
+# module's stack starts once and its tests run in order. Units go out in this order: the
+# container tests first, then the modules that load both cores and assert no timing (they meet
+# the image builds, which assert none either), then the rest as collected.
+CONTAINER_TESTS = "tests/docker/"
+SATURATING = ("tests/bench/", "tests/app/api/test_fuzz.py")
+
+
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two processes (pytest-xdist). The container tests (tests/docker/) go to
-    one of them, as one unit: one dockerd may use the cache's data root at a time, and they share
-    its images, registry and stacks. Being the largest unit, they start first; the other process
-    takes every other test, one at a time, meanwhile. (xdist's own --dist loadgroup marks its
-    groups in a node id attribute that pytest 9 no longer reads.)"""
+    """The units above. (xdist's own --dist loadgroup marks its groups in a node id attribute
+    that pytest 9 no longer reads.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class ContainerTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "docker" if nodeid.startswith("tests/docker/") else nodeid
+            return "docker" if nodeid.startswith(CONTAINER_TESTS) else nodeid.split("::", 1)[0]
 
+    config.option.loadscopereorder = False  # the collection's order, set below, not the units' sizes
     return ContainerTestsTogether(config, log)
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """A container test outside tests/docker/ would run beside the others, on a second dockerd."""
     strays = [item.nodeid for item in items
-              if item.get_closest_marker("docker") and not item.nodeid.startswith("tests/docker/")]
-    if strays:
-        raise pytest.UsageError(f"container tests belong in tests/docker/ (pytest_xdist_make_scheduler): {strays}")
+              if item.get_closest_marker("docker") and not item.nodeid.startswith(CONTAINER_TESTS)]
+    if strays:  # it would run beside the others, on a second dockerd
+        raise pytest.UsageError(f"container tests belong in {CONTAINER_TESTS}: {strays}")
+    items.sort(key=lambda item: (not item.nodeid.startswith(CONTAINER_TESTS),
+                                 not item.nodeid.startswith(SATURATING)))  # stable: else as collected
 
 
 @pytest.fixture(scope="session")
