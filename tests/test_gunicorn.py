@@ -186,6 +186,7 @@ def test_a_worker_freezes_what_it_holds_once_it_has_the_app(app_env):
     before, after = map(int, result.stdout.split())
     assert before == 0 and after > 10_000  # the app, SQLAlchemy and Flask: tens of thousands
 
+
 def test_flask_cli_refuses_a_weak_secret_key_in_one_line(app_env):
     env = {**app_env, "APP_ENV": "production", "SECRET_KEY": "changeme" * 5}
     result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
