@@ -27,11 +27,14 @@ def pytest_report_header(config) -> str:
 
 # `make test` runs two processes (pytest-xdist, -n 2). The container tests go to one of them as
 # one unit: one dockerd may use the cache's data root at a time, and they share its images,
-# registry and stacks. The other process takes the other modules meanwhile, each whole, so that a
-# module's stack starts once and its tests run in order. Units go out in this order: the
-# container tests first, then the modules that load both cores and assert no timing (they meet
-# the image builds, which assert none either), then the rest as collected.
+# registry and stacks. The drills end that unit: they hold the app to bounds on latency and
+# throughput under load, and by then the other process has finished (beside it, a drill's
+# login flood could not reach its limit, and a request bounded at 1 s took 2.1 s). The other
+# process takes every other module meanwhile, each whole, so that a module's stack starts once
+# and its tests run in order: first those that load both cores and assert no timing (they
+# meet the image builds, which assert none either), then the rest as collected.
 CONTAINER_TESTS = "tests/docker/"
+LAST = "tests/drills/"
 SATURATING = ("tests/bench/", "tests/app/api/test_fuzz.py")
 
 
@@ -42,7 +45,7 @@ def pytest_xdist_make_scheduler(config, log):
 
     class ContainerTestsTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "docker" if nodeid.startswith(CONTAINER_TESTS) else nodeid.split("::", 1)[0]
+            return "docker" if nodeid.startswith((CONTAINER_TESTS, LAST)) else nodeid.split("::", 1)[0]
 
     config.option.loadscopereorder = False  # the collection's order, set below, not the units' sizes
     return ContainerTestsTogether(config, log)
@@ -53,8 +56,9 @@ def pytest_collection_modifyitems(items) -> None:
               if item.get_closest_marker("docker") and not item.nodeid.startswith(CONTAINER_TESTS)]
     if strays:  # it would run beside the others, on a second dockerd
         raise pytest.UsageError(f"container tests belong in {CONTAINER_TESTS}: {strays}")
-    items.sort(key=lambda item: (not item.nodeid.startswith(CONTAINER_TESTS),
-                                 not item.nodeid.startswith(SATURATING)))  # stable: else as collected
+    # a unit runs in this order too; the sort is stable, so the rest stays as collected
+    items.sort(key=lambda item: (not item.nodeid.startswith(CONTAINER_TESTS), item.nodeid.startswith(LAST),
+                                 not item.nodeid.startswith(SATURATING)))
 
 
 @pytest.fixture(scope="session")
