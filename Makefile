@@ -46,8 +46,8 @@ run: $(VENV)/.runtime ## Serve the app under Gunicorn on http://127.0.0.1:8000 (
 	$(BIN)/flask --app wsgi db upgrade
 	exec $(BIN)/python -m gevent.monkey --module gunicorn --config gunicorn.conf.py wsgi:app
 
-# Two processes: the container tests, which mostly wait on dockerd, in one, and everything else
-# beside them in the other (tests/conftest.py groups them). One process took 17 minutes.
+# Two processes: the container tests, which mostly wait on dockerd, in one, and the other modules
+# beside them (tests/conftest.py says which goes where). One process took 17 minutes.
 test: $(VENV)/.dev ## Install what the suite needs, then run every test (real Postgres, Redis, nginx, Docker)
 	scripts/install-servers.sh
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
