@@ -17,14 +17,13 @@ import argparse
 import statistics
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 from harness import REPO
 from harness.servers import PostgresServer, RedisServer, migrate_to_head
 
-from .suite import WRITE_SCRIPT, Site, app_settings, in_turn, wrk
+from .suite import WRITE_SCRIPT, Site, app_settings, in_turn, paired_cpu_ratio, together, wrk
 
 WORKLOADS = {
     "read": lambda site, seconds: wrk(f"{site.url}/api/notes", seconds, 64, site.auth),
@@ -85,15 +84,14 @@ def main() -> None:
         for site in sites.values():  # warm: first connections, plans, caches
             run(site, 2)
         trials: dict[str, list[dict]] = {name: [] for name in sites}
-        for number in range(options.rounds):
-            if options.together:
-                with ThreadPoolExecutor(2) as pool:
-                    for name, trial in zip(sites, pool.map(lambda site: site.measured(
-                            lambda: run(site, options.seconds)), sites.values()), strict=True):
-                        trials[name].append(trial)
-                continue
-            for name in in_turn(list(sites), number):
-                trials[name].append(sites[name].measured(lambda site=sites[name]: run(site, options.seconds)))
+        if options.together:
+            for measured in together(list(sites.values()), lambda site: run(site, options.seconds), options.rounds):
+                for name, trial in zip(sites, measured, strict=True):
+                    trials[name].append(trial)
+        else:
+            for number in range(options.rounds):
+                for name in in_turn(list(sites), number):
+                    trials[name].append(sites[name].measured(lambda site=sites[name]: run(site, options.seconds)))
     print(f"{options.workload}, c=64, {options.rounds} rounds of {options.seconds:g} s, "
           f"A = {options.base}, B = the working tree")
     medians = {}
@@ -106,8 +104,7 @@ def main() -> None:
               f"(CPU per trial: {', '.join(str(run['cpu_ms_per_request']) for run in runs)})")
     print("  B / A: " + ", ".join(f"{key} {medians['B'][key] / medians['A'][key]:.2f}" for key in medians["A"]))
     if options.together:  # each pair met the same machine: the median of the pairs' ratios
-        paired = statistics.median(b["cpu_ms_per_request"] / a["cpu_ms_per_request"]
-                                   for a, b in zip(trials["A"], trials["B"], strict=True))
+        paired = paired_cpu_ratio(zip(trials["A"], trials["B"], strict=True))
         print(f"  B / A, app CPU per request, the median of the {options.rounds} pairs: {paired:.2f}")
 
 

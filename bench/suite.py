@@ -422,20 +422,31 @@ def ratios(base: dict, ours: dict) -> dict:
     return table
 
 
-def beside_ours(site: Site, ours: Site, run, rounds: int) -> dict:
-    """`run` on `site` and on ours at the same time, `rounds` times: each pair of trials meets the
-    same machine. One after the other, a 10 % difference hides in this machine's drift (the same
-    read measured 2.3-3.9 ms of app CPU in consecutive trials; bench/changes.md); the ratio within
-    each pair does not. Figures are medians over the rounds; `cpu_ratio` is the median of the
-    pairs' site / ours app CPU per request."""
-    pairs = []
+def together(sites: list[Site], run, rounds: int) -> list[list[dict]]:
+    """`run` on every site at the same time, `rounds` times: each round's trials meet the same
+    machine. One after the other, a 10 % difference hides in this machine's drift (the same read
+    measured 2.3-3.9 ms of app CPU in consecutive trials; bench/changes.md); the ratio within a
+    round does not. One list of trials, in `sites`' order, per round."""
+    measured = []
     for _ in range(rounds):
-        with ThreadPoolExecutor(2) as pool:
-            pairs.append(list(pool.map(lambda each: each.measured(partial(run, each)), (site, ours))))
-    figures = median_of([mine for mine, _ in pairs])
-    figures["ours_cpu_ms_per_request"] = statistics.median(theirs["cpu_ms_per_request"] for _, theirs in pairs)
-    figures["cpu_ratio"] = round(statistics.median(
-        mine["cpu_ms_per_request"] / theirs["cpu_ms_per_request"] for mine, theirs in pairs), 3)
+        with ThreadPoolExecutor(len(sites)) as pool:
+            measured.append(list(pool.map(lambda each: each.measured(partial(run, each)), sites)))
+    return measured
+
+
+def paired_cpu_ratio(pairs) -> float:
+    """The median over pairs of trials taken together (`together`) of the second's app CPU per
+    request over the first's."""
+    return statistics.median(second["cpu_ms_per_request"] / first["cpu_ms_per_request"] for first, second in pairs)
+
+
+def beside_ours(site: Site, ours: Site, run, rounds: int) -> dict:
+    """`run` on `site` and on ours together, `rounds` times. Figures are medians over the rounds;
+    `cpu_ratio` is the median of the pairs' site / ours app CPU per request."""
+    pairs = together([ours, site], run, rounds)
+    figures = median_of([mine for _, mine in pairs])
+    figures["ours_cpu_ms_per_request"] = statistics.median(theirs["cpu_ms_per_request"] for theirs, _ in pairs)
+    figures["cpu_ratio"] = round(paired_cpu_ratio(pairs), 3)
     return figures
 
 

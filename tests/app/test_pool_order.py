@@ -1,8 +1,8 @@
 """The pool's queue (app/datastores.py FairQueue) hands connections out in the order they were
 asked for: no late request takes a returned connection ahead of those already waiting, and a
-waiter that gave up at its timeout leaves the line and never receives one. Threads stand in for the workers'
-greenlets: the suite is not patched by gevent, and the queue waits on `threading`'s primitives,
-which are gevent's in a worker."""
+waiter that gave up at its timeout leaves the line and never receives one. Threads stand in for
+the workers' greenlets: the suite is not patched by gevent, and the queue waits on
+`threading`'s primitives, which are gevent's in a worker."""
 
 import threading
 
