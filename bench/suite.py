@@ -21,7 +21,7 @@ The configurations run side by side, and each workload runs on each in turn, `--
 the order rotated each round: a machine that slows down for a minute slows all of them, not
 whichever ran then. Each figure is the median of its trials; errors are summed.
 
-Usage: .venv/bin/python -m bench [--seconds 10] [--rounds 3] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
+Usage: .venv/bin/python -m bench [--seconds 10] [--rounds 5] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
 Writes bench/results/<UTC time>.json (the figures, ours / seed in `ratios`, ours / floor in
 `floor_ratios`, and `metrics_cost_percent`) and prints the table; `make bench-report` turns the
 newest result into docs/benchmarks.md.
@@ -384,8 +384,10 @@ def measure(postgres: PostgresServer, app_env: dict[str, str], slow_env: dict[st
             results[name].update(figures)
         # statistics for the rows the writes added, as autovacuum would gather them within a minute
         postgres.psql("ANALYZE", "bench")
+        # two rounds more than the rest: the share is a few percent, and one pair's ratio of the
+        # same tree against itself ranged 0.96-1.33 (7 pairs, bench/changes.md)
         results["ours_nometrics"]["read_beside_ours"] = beside_ours(
-            sites["ours_nometrics"], sites["ours"], workloads["read_c64"], rounds)
+            sites["ours_nometrics"], sites["ours"], workloads["read_c64"], rounds + 2)
         for name in taking("read_sweep", list(sites)):  # the latency plot's points, once each
             site = sites[name]
             results[name]["read_sweep"] = [hey_at_rate(site.by_address, rate, options.sweep_seconds,
@@ -426,11 +428,14 @@ def together(sites: list[Site], run, rounds: int) -> list[list[dict]]:
     """`run` on every site at the same time, `rounds` times: each round's trials meet the same
     machine. One after the other, a 10 % difference hides in this machine's drift (the same read
     measured 2.3-3.9 ms of app CPU in consecutive trials; bench/changes.md); the ratio within a
-    round does not. One list of trials, in `sites`' order, per round."""
+    round does not. Each round starts them in another order (in_turn), so that neither side
+    always starts first. One list of trials, in `sites`' order, per round."""
     measured = []
-    for _ in range(rounds):
+    for number in range(rounds):
+        order = in_turn(list(range(len(sites))), number)
         with ThreadPoolExecutor(len(sites)) as pool:
-            measured.append(list(pool.map(lambda each: each.measured(partial(run, each)), sites)))
+            started = {index: pool.submit(sites[index].measured, partial(run, sites[index])) for index in order}
+        measured.append([started[index].result() for index in range(len(sites))])
     return measured
 
 
@@ -468,7 +473,10 @@ def versions() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10, help="each workload's duration")
-    parser.add_argument("--rounds", type=int, default=3, help="trials of each workload per configuration")
+    # 5: a p99 at c=64 is one trial's few slowest requests, and a stall of the machine in one trial
+    # can double it (the seed's read: 180-347 ms over 6 trials, its write 233-1,350 ms); with 3
+    # trials, one such trial on either side decided the comparison
+    parser.add_argument("--rounds", type=int, default=5, help="trials of each workload per configuration")
     # 150/s: about 60 % of what either setup can serve here (~250-300 authenticated reads/s on
     # 2 cores), so latency, not saturation, is compared; a faster machine wants a higher rate
     parser.add_argument("--rate", type=int, default=150, help="the fixed offered rate, requests/s")

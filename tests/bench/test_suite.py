@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench.report import ROWS, table, write
-from bench.suite import CONFIGS, alternated
+from bench.suite import CONFIGS, alternated, together
 from harness import REPO
 
 pytestmark = pytest.mark.slow
@@ -87,6 +87,13 @@ def test_rounds_rotate_which_configuration_goes_first_and_give_medians():
     assert results["seed"]["read"] == {"rps": 5, "requests": 30, "rps_trials": [0, 5, 7]}
     assert results["ours"]["read"] == {"rps": 3, "requests": 30, "rps_trials": [1, 3, 8]}
     assert results["floor"]["read"] == {"rps": 4, "requests": 30, "rps_trials": [2, 4, 6]}
+
+
+def test_trials_taken_together_come_back_in_the_sites_order_whichever_started_first():
+    sites = [FakeSite(name, []) for name in ("ours", "ours_nometrics")]
+    rounds = together(sites, lambda site: {"site": site.name}, rounds=3)
+
+    assert rounds == [[{"site": "ours"}, {"site": "ours_nometrics"}]] * 3
 
 
 def test_ours_without_metrics_takes_no_turn_of_its_own():
