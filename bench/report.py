@@ -147,9 +147,9 @@ same gunicorn.conf.py, launcher, nginx and TLS as ours. It shows what Flask alon
 setup, so ours / floor is the kit's own cost: the database, the session, the middleware, the
 request metrics. The line under the table compares the read's app CPU on ours with ours run with
 `METRICS_PORT=0`, which turns metrics off (no metrics port, no multiprocess files, no request
-counted): both read at the same time, in two rounds more than the others, which starts first
-alternating, and the figure is the median of the rounds' ratios, since a difference of a few
-percent hides in this machine's drift between trials.
+counted): both read at the same time, in two more rounds than the other workloads, each round
+starting the other one first. The figure is the median of the rounds' ratios, since a difference
+of a few percent hides in this machine's drift between trials.
 
 {table(document)}
 
