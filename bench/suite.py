@@ -477,8 +477,8 @@ def main() -> None:
     # can double it (the seed's read: 180-347 ms over 6 trials, its write 233-1,350 ms); with 3
     # trials, one such trial on either side decided the comparison
     parser.add_argument("--rounds", type=int, default=5, help="trials of each workload per configuration")
-    # 150/s: about 60 % of what either setup can serve here (~250-300 authenticated reads/s on
-    # 2 cores), so latency, not saturation, is compared; a faster machine wants a higher rate
+    # 150/s: well under what either setup can serve here (the seed 420-710 authenticated reads/s
+    # on 2 cores, ours 630-990, in the last two runs), so latency, not saturation, is compared
     parser.add_argument("--rate", type=int, default=150, help="the fixed offered rate, requests/s")
     parser.add_argument("--sweep", default="50,100,150,200,250,300", help="offered rates for the latency plot")
     parser.add_argument("--sweep-seconds", type=float, default=5)
