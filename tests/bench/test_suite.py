@@ -5,9 +5,11 @@ result from before the floor. Figures are never asserted: they are for `make ben
 import json
 import subprocess
 import sys
+from concurrent.futures import Future
 
 import pytest
 
+from bench import suite
 from bench.report import ROWS, table, write
 from bench.suite import CONFIGS, alternated, together
 from harness import REPO
@@ -89,10 +91,31 @@ def test_rounds_rotate_which_configuration_goes_first_and_give_medians():
     assert results["floor"]["read"] == {"rps": 4, "requests": 30, "rps_trials": [2, 4, 6]}
 
 
-def test_trials_taken_together_come_back_in_the_sites_order_whichever_started_first():
-    sites = [FakeSite(name, []) for name in ("ours", "ours_nometrics")]
+class InlineExecutor:
+    """Runs each task as it is submitted, so the order of the starts is the order of the calls."""
+
+    def __init__(self, workers: int):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def submit(self, function, *args) -> Future:
+        future = Future()
+        future.set_result(function(*args))
+        return future
+
+
+def test_trials_taken_together_start_in_turn_and_come_back_in_the_sites_order(monkeypatch):
+    monkeypatch.setattr(suite, "ThreadPoolExecutor", InlineExecutor)
+    order: list[str] = []
+    sites = [FakeSite(name, order) for name in ("ours", "ours_nometrics")]
     rounds = together(sites, lambda site: {"site": site.name}, rounds=3)
 
+    assert order == ["ours", "ours_nometrics", "ours_nometrics", "ours", "ours", "ours_nometrics"]
     assert rounds == [[{"site": "ours"}, {"site": "ours_nometrics"}]] * 3
 
 
