@@ -84,6 +84,13 @@ def table(document: dict) -> str:
         str(sum(figures.get("errors", 0) for figures in result.values() if isinstance(figures, dict)))
         if result else MISSING for result in results)
     lines.append(f"| errors (non-2xx, socket) in all workloads above | {errors} | | |")
+    trips = document["results"].get("floor_trips", {}).get("read_c64")
+    if trips:  # results from before it have no floor_trips
+        ours, floor = (result.get("read_c64", {}).get("cpu_ms_per_request") for result in results[1:])
+        cpu = trips["cpu_ms_per_request"]
+        lines += ["", f"the read's round trips alone (floor_trips): {cpu} ms of app CPU per read, "
+                  f"{over(cpu, floor)} the floor's, at {trips['rps']:,} requests/s, {trips.get('errors', 0)} errors; "
+                  f"ours is {over(ours, cpu)} it"]
     if "metrics_cost_percent" in document:  # results from before it have no run with metrics off
         lines += ["", f"metrics' share of the read's app CPU: {document['metrics_cost_percent']} % (target ≤ 5 %; "
                   "ours with and without metrics reading at once, the median of the rounds' ratios)"]
@@ -145,11 +152,15 @@ The floor is bare Flask (bench/floor.py): the same routes, the read answered wit
 same shape and size built from memory, and no Postgres, Redis, session or middleware, under the
 same gunicorn.conf.py, launcher, nginx and TLS as ours. It shows what Flask alone costs in this
 setup, so ours / floor is the kit's own cost: the database, the session, the middleware, the
-request metrics. The line under the table compares the read's app CPU on ours with ours run with
-`METRICS_PORT=0`, which turns metrics off (no metrics port, no multiprocess files, no request
-counted): both read at the same time, in two more rounds than the other workloads, each round
-starting the other one first. The figure is the median of the rounds' ratios, since a difference
-of a few percent hides in this machine's drift between trials.
+request metrics. The first line under the table is the least a read that makes ours' round
+trips can cost: the floor plus a redis-py GET of ours' session record and a psycopg2 query of
+ours' page, nothing else (bench/floor_trips.py, the authenticated read only, in the same
+rotation). Ours over it is what the kit's layers cost; it over the floor, what the round trips
+themselves cost, in the kernel as much as in the drivers. The last line compares the read's
+app CPU on ours with ours run with `METRICS_PORT=0`, which turns metrics off (no metrics port, no
+multiprocess files, no request counted): both read at the same time, in two more rounds than
+the other workloads, each round starting the other one first. The figure is the median of the
+rounds' ratios, since a difference of a few percent hides in this machine's drift between trials.
 
 {table(document)}
 

@@ -6,8 +6,11 @@ configuration, its per-address limits lifted for the load), on the same Postgres
 - ours: the app under gunicorn.conf.py with its defaults, Prometheus metrics on;
 - floor: bare Flask (bench/floor.py) under the same gunicorn.conf.py and launcher as ours, so
   ours / floor is what the kit itself costs.
-A fourth, ours with metrics off (METRICS_PORT=0), runs only the authenticated read, for
-metrics' share of its app CPU.
+Two more run only the authenticated read:
+- floor_trips: the floor plus the read's two round trips, a Redis GET of ours' session and the
+  page's query, with the drivers alone (bench/floor_trips.py): the least such a read can cost,
+  so ours / floor_trips is what the kit's layers cost;
+- ours with metrics off (METRICS_PORT=0), beside ours, for metrics' share of its app CPU.
 
 Measured: cold start, /health, an authenticated read and write at 64 connections (wrk), a
 fixed offered rate and a sweep of rates (hey, every latency kept), the read again with each
@@ -23,8 +26,8 @@ whichever ran then. Each figure is the median of its trials; errors are summed.
 
 Usage: .venv/bin/python -m bench [--seconds 10] [--rounds 5] [--rate 150] [--sweep 50,100,...] [--delay 0.04]
 Writes bench/results/<UTC time>.json (the figures, ours / seed in `ratios`, ours / floor in
-`floor_ratios`, and `metrics_cost_percent`) and prints the table; `make bench-report` turns the
-newest result into docs/benchmarks.md.
+`floor_ratios`, ours / floor_trips in `floor_trips_ratios`, and `metrics_cost_percent`) and
+prints the table; `make bench-report` turns the newest result into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ CONFIGS = {
     "seed": Configuration(SEED_CONFIG),
     "ours": Configuration(OUR_CONFIG),
     "floor": Configuration(OUR_CONFIG, "bench.floor:app"),
+    "floor_trips": Configuration(OUR_CONFIG, "bench.floor_trips:app", measures=frozenset({"read_c64"})),
     # ours with metrics off (no listener, no multiprocess files, no request counted), reading at
     # the same time as ours (beside_ours): the pair's app CPU gives metrics_cost_percent
     "ours_nometrics": Configuration(OUR_CONFIG, env={"METRICS_PORT": "0"}, measures=frozenset({"read_beside_ours"})),
@@ -249,7 +253,7 @@ class Site:
 
     def sign_in(self) -> None:
         if self.configuration.app_module != KIT_APP:
-            return  # the floor has no accounts and ignores the cookie, which stays empty
+            return  # the floors have no accounts; floor_trips reads as ours (reading_as)
         client = Client(self.nginx.https_port, tls_context(self.nginx.cafile))
         credentials = {"email": f"bench-{secrets.token_hex(4)}@example.com", "password": PASSWORD}
         assert client.request("POST", "/api/auth/register", credentials).status == 201
@@ -257,6 +261,18 @@ class Site:
         for n in range(NOTES_PER_USER):
             client.request("POST", "/api/notes", {"title": f"note {n}", "body": "x" * 200})
         self.cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+
+    def reading_as(self, ours: Site) -> None:
+        """Read with ours' session (floor_trips: the same record, the same rows), and check
+        that the page is the one ours answers."""
+        self.cookie = ours.cookie
+        pages = []
+        for site in (ours, self):
+            client = Client(site.nginx.https_port, tls_context(site.nginx.cafile))
+            response = client.request("GET", "/api/notes", headers=site.auth)
+            pages.append((response.status, response.json()))
+        if pages[0] != pages[1]:
+            raise SystemExit(f"{self.name} does not read the page ours reads: {pages[1]} against {pages[0]}")
 
     def measured(self, run) -> dict:
         """Run a workload; add the app's CPU per request and its workers' peak memory."""
@@ -380,6 +396,8 @@ def measure(postgres: PostgresServer, app_env: dict[str, str], slow_env: dict[st
     with running(app_env, [*workloads, "read_beside_ours", "read_sweep"]) as sites:
         for site in sites.values():
             site.sign_in()
+        if "floor_trips" in sites:
+            sites["floor_trips"].reading_as(sites["ours"])
         for name, figures in alternated(sites, workloads, rounds).items():
             results[name].update(figures)
         # statistics for the rows the writes added, as autovacuum would gather them within a minute
@@ -499,7 +517,7 @@ def main() -> None:
         proxy.delay(options.delay)
         env = app_settings(url, redis.url)
         slow_env = {**env, "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/bench"}
-        print(f"bench: seed, ours and the floor (and ours without metrics, beside ours), {options.rounds} "
+        print(f"bench: seed, ours and the floors (and ours without metrics, beside ours), {options.rounds} "
               "rounds ...", flush=True)
         results = measure(postgres, env, slow_env, options)
     finally:
@@ -513,6 +531,7 @@ def main() -> None:
     document = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "options": settings,
                 "versions": versions(), "results": results, "ratios": ratios(results["seed"], results["ours"]),
                 "floor_ratios": ratios(results["floor"], results["ours"]),
+                "floor_trips_ratios": ratios(results["floor_trips"], results["ours"]),
                 "metrics_cost_percent": metrics_cost_percent(results["ours_nometrics"])}
     output = options.output or RESULTS / f"{document['time'].replace(':', '')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

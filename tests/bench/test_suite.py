@@ -1,5 +1,5 @@
 """The benchmark suite runs end to end on a tiny budget (one round) and reports every figure for
-the seed, ours and the floor; its rounds rotate and give medians; the report still renders a
+the seed, ours and the floors; its rounds rotate and give medians; the report still renders a
 result from before the floor. Figures are never asserted: they are for `make bench` to measure."""
 
 import json
@@ -39,9 +39,15 @@ def test_the_suite_measures_every_configuration_and_reports(tmp_path):
     assert beside["read_beside_ours"]["cpu_ratio"] > 0 and beside["read_beside_ours"]["requests"] > 0
     assert "read_c64.rps" in document["ratios"]
     assert "read_c64.cpu_ms_per_request" in document["floor_ratios"]
+    # the floor with the round trips reads only, as ours (the bench checks it reads ours' page)
+    trips = document["results"]["floor_trips"]
+    assert list(trips) == ["read_c64"] and trips["read_c64"]["cpu_ms_per_request"] > 0
+    assert "read_c64.cpu_ms_per_request" in document["floor_trips_ratios"]
+    assert all(key.startswith("read_c64.") for key in document["floor_trips_ratios"])
     assert isinstance(document["metrics_cost_percent"], (int, float))
     assert "| authenticated read, c=64: requests/s |" in run.stdout
     assert "metrics' share of the read's app CPU: " in run.stdout
+    assert "the read's round trips alone (floor_trips): " in run.stdout
 
     report = subprocess.run([sys.executable, "-m", "bench.report", str(results), "--document",
                              str(tmp_path / "benchmarks.md"), "--plot", str(tmp_path / "latency.png")],
@@ -119,12 +125,14 @@ def test_trials_taken_together_start_in_turn_and_come_back_in_the_sites_order(mo
     assert rounds == [[{"site": "ours"}, {"site": "ours_nometrics"}]] * 3
 
 
-def test_ours_without_metrics_takes_no_turn_of_its_own():
+def test_ours_without_metrics_takes_no_turn_of_its_own_and_floor_trips_only_the_reads():
     order: list[str] = []
     sites = {name: FakeSite(name, order) for name in CONFIGS}
     trial = {"rps": 1, "requests": 1}
     results = alternated(sites, {"health_c64": lambda site: trial, "read_c64": lambda site: trial}, rounds=2)
 
-    assert order == ["seed", "ours", "floor", "ours", "floor", "seed"] * 2
+    assert order == (["seed", "ours", "floor", "ours", "floor", "seed"]
+                     + ["seed", "ours", "floor", "floor_trips", "ours", "floor", "floor_trips", "seed"])
     assert results["ours_nometrics"] == {}
     assert list(results["floor"]) == ["health_c64", "read_c64"]
+    assert list(results["floor_trips"]) == ["read_c64"]
