@@ -349,16 +349,21 @@ def alternated(sites: dict[str, Site], workloads: dict, rounds: int) -> dict[str
             for name, by_workload in trials.items()}
 
 
+def running(env: dict[str, str], measurements: list[str]):
+    """One site per configuration that takes any of `measurements` (started)."""
+    return started(env, [name for name in CONFIGS
+                         if any(CONFIGS[name].takes(measurement) for measurement in measurements)])
+
+
 @contextmanager
-def running(env: dict[str, str], measurements: list[str]) -> Iterator[dict[str, Site]]:
-    """One site per configuration that takes any of `measurements`, all running at once; all
-    closed together at the end."""
+def started(env: dict[str, str], names: list[str]) -> Iterator[dict[str, Site]]:
+    """A site of each of the configurations `names`, started in that order and all running at
+    once; all closed together at the end."""
     sites: dict[str, Site] = {}
     try:
-        for name in CONFIGS:
-            if any(CONFIGS[name].takes(measurement) for measurement in measurements):
-                sites[name] = Site(name, env)
-                sites[name].start()
+        for name in names:
+            sites[name] = Site(name, env)
+            sites[name].start()
         yield sites
     finally:
         # all at once: each stop waits for its workers to finish (a gevent worker notices the
@@ -393,7 +398,7 @@ def measure(postgres: PostgresServer, app_env: dict[str, str], slow_env: dict[st
         "read_fixed_rate": lambda site: hey_at_rate(site.by_address, options.rate, seconds, site.auth),
         "write_c64": lambda site: wrk(f"{site.url}/api/notes", seconds, 64, site.auth, WRITE_SCRIPT),
     }
-    with running(app_env, [*workloads, "read_beside_ours", "read_sweep"]) as sites:
+    with running(app_env, [*workloads, "read_sweep"]) as sites:
         for site in sites.values():
             site.sign_in()
         if "floor_trips" in sites:
@@ -402,15 +407,15 @@ def measure(postgres: PostgresServer, app_env: dict[str, str], slow_env: dict[st
             results[name].update(figures)
         # statistics for the rows the writes added, as autovacuum would gather them within a minute
         postgres.psql("ANALYZE", "bench")
-        # two rounds more than the rest: the share is a few percent, and one pair's ratio of the
-        # same tree against itself ranged 0.96-1.33 (7 pairs, bench/changes.md)
-        results["ours_nometrics"]["read_beside_ours"] = beside_ours(
-            sites["ours_nometrics"], sites["ours"], workloads["read_c64"], rounds + 2)
         for name in taking("read_sweep", list(sites)):  # the latency plot's points, once each
             site = sites[name]
             results[name]["read_sweep"] = [hey_at_rate(site.by_address, rate, options.sweep_seconds,
                                                        site.auth) for rate in options.sweep]
         cookies = {name: site.cookie for name, site in sites.items()}
+    # two rounds more than the rest: the share is a few percent, and one pair's ratio of the same
+    # tree against itself ranged 0.96-1.33 (7 pairs, bench/changes.md)
+    results["ours_nometrics"]["read_beside_ours"] = beside_ours("ours_nometrics", app_env, workloads["read_c64"],
+                                                                rounds + 2)
     workloads = {"read_slow_db_c100": lambda site: wrk(f"{site.url}/api/notes", seconds, 100, site.auth)}
     with running(slow_env, list(workloads)) as sites:
         # the same users and sessions (the same database and Redis), without slow sign-up round trips
@@ -442,18 +447,19 @@ def ratios(base: dict, ours: dict) -> dict:
     return table
 
 
-def together(sites: list[Site], run, rounds: int) -> list[list[dict]]:
+def together(sites: list[Site], run, rounds: int, first: int = 0) -> list[list[dict]]:
     """`run` on every site at the same time, `rounds` times: each round's trials meet the same
     machine. One after the other, a 10 % difference hides in this machine's drift (the same read
     measured 2.3-3.9 ms of app CPU in consecutive trials; bench/changes.md); the ratio within a
-    round does not. Each round starts them in another order (in_turn), so that neither side
-    always starts first. One list of trials, in `sites`' order, per round."""
+    round does not. Each round starts them in another order (in_turn; `first` is the first
+    round's number), so that neither side always starts first. One list of trials, in `sites`'
+    order, per round."""
     measured = []
-    for number in range(rounds):
+    for number in range(first, first + rounds):
         order = in_turn(list(range(len(sites))), number)
         with ThreadPoolExecutor(len(sites)) as pool:
-            started = {index: pool.submit(sites[index].measured, partial(run, sites[index])) for index in order}
-        measured.append([started[index].result() for index in range(len(sites))])
+            trials = {index: pool.submit(sites[index].measured, partial(run, sites[index])) for index in order}
+        measured.append([trials[index].result() for index in range(len(sites))])
     return measured
 
 
@@ -463,10 +469,22 @@ def paired_cpu_ratio(pairs) -> float:
     return statistics.median(second["cpu_ms_per_request"] / first["cpu_ms_per_request"] for first, second in pairs)
 
 
-def beside_ours(site: Site, ours: Site, run, rounds: int) -> dict:
-    """`run` on `site` and on ours together, `rounds` times. Figures are medians over the rounds;
-    `cpu_ratio` is the median of the pairs' site / ours app CPU per request."""
-    pairs = together([ours, site], run, rounds)
+def beside_ours(name: str, env: dict[str, str], run, rounds: int) -> dict:
+    """`run` on a site of the configuration `name` and on ours together, `rounds` times, each
+    time on a pair started afresh (the two started in turn) and signed in. Figures are medians
+    over the rounds; `cpu_ratio` is the median of the pairs' site / ours app CPU per request.
+
+    A fresh pair each round, because a site's app CPU per request sits a few percent above or
+    below another's of the same configuration for as long as both run: of four copies of ours
+    read together 9 times, one cost more than their mean in 8 rounds (bench/changes.md). With the
+    same two sites in every round, that offset would be counted as the difference."""
+    pairs = []
+    for number in range(rounds):
+        with started(env, in_turn(["ours", name], number)) as sites:
+            for site in sites.values():
+                site.sign_in()
+                wrk(f"{site.url}/api/notes", 1, 64, site.auth)  # each worker's first connections
+            pairs += together([sites["ours"], sites[name]], run, 1, first=number)
     figures = median_of([mine for _, mine in pairs])
     figures["ours_cpu_ms_per_request"] = statistics.median(theirs["cpu_ms_per_request"] for theirs, _ in pairs)
     figures["cpu_ratio"] = round(paired_cpu_ratio(pairs), 3)

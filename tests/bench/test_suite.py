@@ -100,8 +100,11 @@ def test_rounds_rotate_which_configuration_goes_first_and_give_medians():
 class InlineExecutor:
     """Runs each task as it is submitted, so the order of the starts is the order of the calls."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int | None = None):
         pass
+
+    def map(self, function, items):
+        return [function(item) for item in items]
 
     def __enter__(self):
         return self
@@ -123,6 +126,54 @@ def test_trials_taken_together_start_in_turn_and_come_back_in_the_sites_order(mo
 
     assert order == ["ours", "ours_nometrics", "ours_nometrics", "ours", "ours", "ours_nometrics"]
     assert rounds == [[{"site": "ours"}, {"site": "ours_nometrics"}]] * 3
+
+
+class FreshSite:
+    """A site that records what happens to it, in one log shared by all; its trials cost what
+    COSTS says."""
+
+    COSTS = {"ours": 2.0, "ours_nometrics": 1.9}
+    log: list[tuple[str, int, str]] = []
+
+    def __init__(self, name: str, env: dict):
+        self.name, self.number, self.url, self.auth = name, len({n for _, n, _ in self.log}), "https://x", {}
+        self.log.append(("made", self.number, name))
+
+    def start(self):
+        self.log.append(("start", self.number, self.name))
+
+    def sign_in(self):
+        pass
+
+    def measured(self, run) -> dict:
+        self.log.append(("measured", self.number, self.name))
+        return run()
+
+    def close(self):
+        self.log.append(("close", self.number, self.name))
+
+
+def test_metrics_pairs_are_fresh_sites_each_round_started_and_measured_in_turn(monkeypatch):
+    monkeypatch.setattr(suite, "ThreadPoolExecutor", InlineExecutor)
+    monkeypatch.setattr(suite, "Site", FreshSite)
+    monkeypatch.setattr(suite, "wrk", lambda *args, **kwargs: {})
+    FreshSite.log = []
+    run = lambda site: {"cpu_ms_per_request": FreshSite.COSTS[site.name], "requests": 10, "rps": 1}  # noqa: E731
+    figures = suite.beside_ours("ours_nometrics", {}, run, rounds=3)
+
+    # each round: two new sites, started, measured, closed before the next round makes its own
+    expected = []
+    for first, second in ((0, 1), (2, 3), (4, 5)):
+        expected += [("made", first), ("start", first), ("made", second), ("start", second),
+                     ("measured", first), ("measured", second), ("close", first), ("close", second)]
+    assert [(event, number) for event, number, _ in FreshSite.log] == expected
+    # started in turn, and measured in turn
+    made = [name for event, _, name in FreshSite.log if event == "made"]
+    assert made == ["ours", "ours_nometrics", "ours_nometrics", "ours", "ours", "ours_nometrics"]
+    measured = [name for event, _, name in FreshSite.log if event == "measured"]
+    assert measured == ["ours", "ours_nometrics", "ours_nometrics", "ours", "ours", "ours_nometrics"]
+    assert figures["cpu_ratio"] == 0.95 and figures["ours_cpu_ms_per_request"] == 2.0
+    assert figures["requests"] == 30
 
 
 def test_ours_without_metrics_takes_no_turn_of_its_own_and_floor_trips_only_the_reads():
