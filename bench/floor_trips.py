@@ -4,8 +4,8 @@ a Redis session can cost under the kit's Gunicorn configuration, launcher and ng
 `make bench` serves this app as `floor_trips`, for the authenticated read only, on the same user
 and session as ours. Per request it does what ours must and nothing else: one redis-py GET of the
 session record, one psycopg2 query of the page (ours' SQL, in autocommit, on a connection kept by
-the worker), and the page as ours serializes it. No SQLAlchemy, Flask-Session, schemas,
-middleware, deadlines, pool bounds or metrics. So ours / floor_trips is what the kit's layers
+the worker), and the page's notes built by ours' note_json, serialized by Flask as the floor's
+are. No SQLAlchemy, Flask-Session, schemas, middleware, deadlines, pool bounds or metrics. So ours / floor_trips is what the kit's layers
 cost, and floor_trips / floor what the round trips cost (in the kernel as much as in the
 drivers: on loopback, each send is delivered in the sender's time).
 

@@ -93,7 +93,8 @@ def table(document: dict) -> str:
                   f"ours is {over(ours, cpu)} it"]
     if "metrics_cost_percent" in document:  # results from before it have no run with metrics off
         lines += ["", f"metrics' share of the read's app CPU: {document['metrics_cost_percent']} % (target ≤ 5 %; "
-                  "ours with and without metrics reading at once, the median of the rounds' ratios)"]
+                  "ours with and without metrics reading at once, a fresh pair each round, the median of the rounds' "
+                  "ratios)"]
     return "\n".join(lines)
 
 
@@ -159,8 +160,10 @@ rotation). Ours over it is what the kit's layers cost; it over the floor, what t
 themselves cost, in the kernel as much as in the drivers. The last line compares the read's
 app CPU on ours with ours run with `METRICS_PORT=0`, which turns metrics off (no metrics port, no
 multiprocess files, no request counted): both read at the same time, in two more rounds than
-the other workloads, each round starting the other one first. The figure is the median of the
-rounds' ratios, since a difference of a few percent hides in this machine's drift between trials.
+the other workloads, each round on a pair started afresh and starting the other one first. The
+figure is the median of the rounds' ratios, since a difference of a few percent hides in this
+machine's drift between trials, and in the few percent by which one running site differs from
+another of the same configuration.
 
 {table(document)}
 

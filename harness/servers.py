@@ -196,12 +196,22 @@ class GunicornServer:
                 [*self.launcher, "--config", str(self.config), self.app_module],
                 cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: self.proc.poll() is None and self.healthy(), timeout, f"gunicorn /health ({self.logfile})")
+        try:
+            wait_for(self._answering, timeout, "gunicorn /health")
+        except TimeoutError as error:
+            # the log goes with close(): what it said is kept in the error
+            tail = "\n".join(self.log_lines()[-30:])
+            raise TimeoutError(f"{error}; its log, {self.logfile}, ends:\n{tail}") from None
         # One worker answering is not all of them: the master forks them one at a time, with a
         # random pause of up to 0.1 s between forks (Arbiter.spawn_workers).
         if "WEB_CONCURRENCY" in self.env:
             workers = int(self.env["WEB_CONCURRENCY"])
             wait_for(lambda: len(self.worker_pids()) == workers, timeout, f"{workers} gunicorn workers")
+
+    def _answering(self) -> bool:
+        if self.proc.poll() is not None:  # no use waiting on a master that has exited
+            raise TimeoutError(f"gunicorn exited with status {self.proc.returncode} before answering /health")
+        return self.healthy()
 
     def healthy(self) -> bool:
         try:
