@@ -5,9 +5,10 @@ a Redis session can cost under the kit's Gunicorn configuration, launcher and ng
 and session as ours. Per request it does what ours must and nothing else: one redis-py GET of the
 session record, one psycopg2 query of the page (ours' SQL, in autocommit, on a connection kept by
 the worker), and the page's notes built by ours' note_json, serialized by Flask as the floor's
-are. No SQLAlchemy, Flask-Session, schemas, middleware, deadlines, pool bounds or metrics. So ours / floor_trips is what the kit's layers
-cost, and floor_trips / floor what the round trips cost (in the kernel as much as in the
-drivers: on loopback, each send is delivered in the sender's time).
+are. No SQLAlchemy, Flask-Session, schemas, middleware, deadlines, pool bounds or metrics. So
+ours / floor_trips is what the kit's layers cost, and floor_trips / floor what the round trips
+cost (in the kernel as much as in the drivers: on loopback, each send is delivered in the
+sender's time).
 
     python -m gevent.monkey --module gunicorn --config gunicorn.conf.py bench.floor_trips:app
 """
