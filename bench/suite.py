@@ -475,9 +475,10 @@ def beside_ours(name: str, env: dict[str, str], run, rounds: int) -> dict:
     over the rounds; `cpu_ratio` is the median of the pairs' site / ours app CPU per request.
 
     A fresh pair each round, because a site's app CPU per request sits a few percent above or
-    below another's of the same configuration for as long as both run: of four copies of ours
-    read together 9 times, one cost more than their mean in 8 rounds (bench/changes.md). With the
-    same two sites in every round, that offset would be counted as the difference."""
+    below another's of the same configuration for as long as both run: of three copies of ours
+    read together 9 times (with ours without metrics), one cost more than the round's mean in 8
+    (bench/changes.md). With the same two sites in every round, that offset would be counted as
+    the difference."""
     pairs = []
     for number in range(rounds):
         with started(env, in_turn(["ours", name], number)) as sites:
