@@ -86,6 +86,12 @@ def test_free_port_is_closed_until_something_listens():
         assert port_open(port)
 
 
+def test_free_port_never_hands_out_a_port_twice():
+    # bind(0) offers about 14,000 ports here, at random: 1000 draws would repeat some 35 times
+    ports = [free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)
+
+
 def test_find_binary_names_what_is_missing():
     assert Path(find_binary("sh")).name == "sh"
     with pytest.raises(RuntimeError, match="no-such-server is not installed"):
