@@ -24,7 +24,7 @@ from pathlib import Path
 from .https import SERVER_NAME
 from .nginx import make_certificate
 from .process import find_binary, free_port, port_open, stop_process
-from .wait import wait_for
+from .wait import wait_for_server
 
 DAY = 24 * 3600
 # pebble's defaults are there to shake out fragile clients; these make a run deterministic.
@@ -85,11 +85,11 @@ class PebbleServer:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([find_binary("pebble"), "-config", str(config)],
                                          env={**os.environ, **PEBBLE_ENV}, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and "ACME directory available at" in self.log.read_text(), 15,
-                 f"pebble serving its directory (see {self.log})")
+        wait_for_server(self.proc, lambda: "ACME directory available at" in self.log.read_text(), 15,
+                        "pebble serving its directory", self.log)
         # pebble logs that line before it binds the ACME port (the management one is bound in a goroutine)
-        wait_for(lambda: port_open(self.port) and port_open(self.management_port), 15,
-                 f"pebble accepting on ports {self.port} and {self.management_port} (see {self.log})")
+        wait_for_server(self.proc, lambda: port_open(self.port) and port_open(self.management_port), 15,
+                        f"pebble accepting on ports {self.port} and {self.management_port}", self.log)
 
     def _management(self, path: str) -> str:
         """pebble's own (non-ACME) API, same TLS certificate as the ACME one."""

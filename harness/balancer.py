@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .nginx import world_readable_dir
 from .process import find_binary, free_port, port_open, stop_process
-from .wait import wait_for
+from .wait import wait_for_server
 
 CONFIG = """\
 global
@@ -58,7 +58,7 @@ class HaproxyServer:
             # -db: stay in the foreground, so the Popen is the process to stop
             self.proc = subprocess.Popen([find_binary("haproxy"), "-db", "-f", str(self.config)],
                                          stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, f"haproxy listening ({self.log})")
+        wait_for_server(self.proc, lambda: port_open(self.port), 15, "haproxy listening", self.log)
         return self
 
     def command(self, line: str) -> str:

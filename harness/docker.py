@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import REPO, VENV_BIN
-from .wait import wait_for
+from .wait import NotReady, wait_for, wait_for_server
 
 STANDINS = Path(__file__).resolve().parent / "standins"
 
@@ -124,15 +124,14 @@ class DockerEngine:
         log.close()
 
         def answering() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dockerd exited with {self.proc.returncode}:\n{self.log_tail()}")
             return self.socket.exists() and self.docker("version", check=False, capture=True).returncode == 0
 
         try:
-            wait_for(answering, timeout, "dockerd answering on its socket", interval=0.2)
-        except TimeoutError as error:
+            wait_for_server(self.proc, answering, timeout, "dockerd answering on its socket", self.log_path,
+                            interval=0.2)
+        except NotReady:
             self.stop()
-            raise TimeoutError(f"{error}:\n{self.log_tail()}") from None
+            raise
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM dockerd by PID; it stops its containers and the containerd it spawned."""
@@ -164,12 +163,6 @@ class DockerEngine:
             return int(pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no dockerd log)"
 
     def docker(self, *args: str, check: bool = True, capture: bool = False, timeout: float = 600,
                input: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:

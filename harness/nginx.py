@@ -20,7 +20,7 @@ from pathlib import Path
 from . import REPO
 from .https import SERVER_NAME, Client, tls_context
 from .process import find_binary, free_port, port_open, stop_process
-from .wait import wait_for
+from .wait import wait_for_server
 
 NGINX_DIR = REPO / "nginx"
 CERT_SCRIPT = NGINX_DIR / "docker-entrypoint.d" / "40-dev-certificate.sh"
@@ -211,8 +211,8 @@ class NginxServer:
         # nginx.conf logs access to /dev/stdout and errors to stderr
         with open(self.access_log, "ab") as stdout, open(self.stderr_log, "ab") as stderr:
             self.proc = subprocess.Popen(self.tree.command(directives="daemon off;"), stdout=stdout, stderr=stderr)
-        wait_for(lambda: self.proc.poll() is None and port_open(self.https_port) and port_open(self.http_port), 15,
-                 f"nginx listening (see {self.stderr_log})")
+        wait_for_server(self.proc, lambda: port_open(self.https_port) and port_open(self.http_port), 15,
+                        "nginx listening", self.stderr_log)
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; old workers finish their requests, then exit."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import REPO
 from .process import find_binary, free_port, stop_process
-from .wait import wait_for
+from .wait import wait_for, wait_for_server
 
 RULES = REPO / "deploy" / "prometheus" / "rules"
 
@@ -62,7 +62,7 @@ class PrometheusServer:
                 [find_binary("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
                  f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
                 stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and self._ready(), 30, f"prometheus ready (see {self.log})")
+        wait_for_server(self.proc, self._ready, 30, "prometheus ready", self.log)
         return self
 
     def _ready(self) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import REPO, VENV_BIN
 from .process import child_pids, find_binary, free_port, port_open, signal_tree, stop_process, stop_tree
-from .wait import wait_for
+from .wait import wait_for, wait_for_server
 
 
 class PostgresServer:
@@ -68,7 +68,7 @@ class PostgresServer:
                  *[arg for name, value in self.settings.items() for arg in ("-c", f"{name}={value}")]],
                 stdout=subprocess.DEVNULL, stderr=log, user=self.user,
             )
-        wait_for(lambda: self.proc.poll() is None and self._accepts(), 30, "postgres accepting connections")
+        wait_for_server(self.proc, self._accepts, 30, "postgres accepting connections", self.log)
 
     def _accepts(self) -> bool:
         result = subprocess.run(
@@ -129,15 +129,19 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log(self) -> Path:
+        return self.workdir / "redis.log"
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        with open(self.workdir / "redis.log", "ab") as log:
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [find_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir)],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "redis listening")
+        wait_for_server(self.proc, lambda: port_open(self.port), 15, "redis listening", self.log)
 
     def stop(self) -> None:
         if self.proc:
@@ -196,22 +200,13 @@ class GunicornServer:
                 [*self.launcher, "--config", str(self.config), self.app_module],
                 cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
-        try:
-            wait_for(self._answering, timeout, "gunicorn /health")
-        except TimeoutError as error:
-            # the log goes with close(): what it said is kept in the error
-            tail = "\n".join(self.log_lines()[-30:])
-            raise TimeoutError(f"{error}; its log, {self.logfile}, ends:\n{tail}") from None
+        # the log goes with close(): a failure keeps what it said
+        wait_for_server(self.proc, self.healthy, timeout, "gunicorn answering /health", self.logfile)
         # One worker answering is not all of them: the master forks them one at a time, with a
         # random pause of up to 0.1 s between forks (Arbiter.spawn_workers).
         if "WEB_CONCURRENCY" in self.env:
             workers = int(self.env["WEB_CONCURRENCY"])
             wait_for(lambda: len(self.worker_pids()) == workers, timeout, f"{workers} gunicorn workers")
-
-    def _answering(self) -> bool:
-        if self.proc.poll() is not None:  # no use waiting on a master that has exited
-            raise TimeoutError(f"gunicorn exited with status {self.proc.returncode} before answering /health")
-        return self.healthy()
 
     def healthy(self) -> bool:
         try:
@@ -279,15 +274,19 @@ class RegistryServer:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def log(self) -> Path:
+        return self.workdir / "registry.log"
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.yml"
         config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n"
                           f"    rootdirectory: {self.storage}\nhttp:\n  addr: {self.address}\n")
-        with open(self.workdir / "registry.log", "ab") as log:
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([find_binary("docker-registry"), "serve", str(config)],
                                          stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "the registry listening")
+        wait_for_server(self.proc, lambda: port_open(self.port), 15, "the registry listening", self.log)
 
     def stop(self) -> None:
         if self.proc:
@@ -309,6 +308,10 @@ class SshServer:
     @property
     def host_key(self) -> Path:
         return self.workdir / "host_ed25519"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "sshd.log"
 
     def known_hosts_line(self) -> str:
         return f"[127.0.0.1]:{self.port} {(self.workdir / 'host_ed25519.pub').read_text().strip()}"
@@ -333,10 +336,10 @@ class SshServer:
         config.write_text("".join(f"{name} {value}\n" for name, value in settings.items()))
         # the privilege-separation directory sshd insists on, as Debian's service creates it
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        with open(self.workdir / "sshd.log", "ab") as log:
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([find_binary("sshd"), "-D", "-e", "-f", str(config)],
                                          stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.proc.poll() is None and port_open(self.port), 15, "sshd listening")
+        wait_for_server(self.proc, lambda: port_open(self.port), 15, "sshd listening", self.log)
 
     def stop(self) -> None:
         if self.proc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,3 +46,34 @@ def log_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+class NotReady(RuntimeError):
+    """A server the harness started exited, or did not become ready in time; the message
+    carries the last lines of its log."""
+
+
+def wait_for_server(proc: subprocess.Popen, ready: Callable[[], object], timeout: float, what: str,
+                    log: Path, interval: float = POLL_INTERVAL) -> None:
+    """Wait until `ready()` holds while `proc` runs. A process that exits fails at once, not at
+    the timeout. Either failure quotes the end of `log`, since a server's log usually goes with
+    its directory before anyone reads the error."""
+
+    def running_and_ready() -> object:
+        if proc.poll() is not None:
+            raise NotReady(f"{what}: exited with status {proc.returncode} first; {log_tail(log)}")
+        return ready()
+
+    try:
+        wait_for(running_and_ready, timeout, what, interval)
+    except TimeoutError as error:
+        raise NotReady(f"{error}; {log_tail(log)}") from None
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """'its log, PATH, ends:' and the last lines of a log, for an error message."""
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as error:
+        return f"its log, {path}, cannot be read ({error.strerror})"
+    return f"its log, {path}, ends:\n" + "\n".join(tail)
