@@ -13,25 +13,55 @@ from pathlib import Path
 
 from .wait import wait_for
 
-# Every port free_port has handed out in this process, under its lock.
-_handed_out: set[int] = set()
+# Ports for test servers lie below the kernel's ephemeral range, so no outgoing connection ever
+# holds one. The range is cut into slices, and each process draws from its own: a pytest-xdist
+# worker from the slice of its number, any other process (the bench, a lone pytest) from one of
+# the rest by its PID. Two processes of one run then never hand out the same port. (A program a
+# worker runs, such as the bench's end-to-end test, inherits its slice and walks it from another
+# place, while the worker waits on it.)
+_LOWEST_PORT = 10000
+_SLICES = 8
+_XDIST_SLICES = 4
+
+# Where this process's walk through its slice goes on from (None: from a place its PID picks).
+_next_port: int | None = None
 _handing_out = threading.Lock()
 
 
+def port_slice(worker: str | None, pid: int) -> range:
+    """The ports one process draws from: `worker` is its PYTEST_XDIST_WORKER (gw0, gw1...), if any."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768  # Linux's default
+    size = (ephemeral - _LOWEST_PORT) // _SLICES
+    if worker:
+        number = int(worker.removeprefix("gw")) % _XDIST_SLICES
+    else:
+        number = _XDIST_SLICES + pid % (_SLICES - _XDIST_SLICES)
+    start = _LOWEST_PORT + number * size
+    return range(start, start + size)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing is bound to now, and never one this process handed out before. The kernel
-    picks bind(0)'s port at random among the free ones, and a port just released is free: two
-    servers of one run were given the same port, and the one started second failed with
-    "Connection in use" (seen in `make bench`, which starts about 45 sites of five ports each)."""
+    """A port nothing is bound to now, from this process's slice (above). The walk goes round the
+    slice before it repeats a port: bind(0), used before, picks at random among the free ports,
+    and offered a just-released one again, so two servers of one bench site were given the same
+    port and the one started second failed with "Connection in use"."""
+    global _next_port
+    ports = port_slice(os.environ.get("PYTEST_XDIST_WORKER"), os.getpid())
     with _handing_out:
-        for _ in range(1000):
+        position = ports.start + os.getpid() % len(ports) if _next_port is None else _next_port
+        for step in range(len(ports)):
+            port = ports.start + (position - ports.start + step) % len(ports)
             with socket.socket() as sock:
-                sock.bind((host, 0))
-                port = sock.getsockname()[1]
-            if port not in _handed_out:
-                _handed_out.add(port)
-                return port
-    raise RuntimeError(f"every free port on {host} was handed out already: run fewer servers in one process")
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue  # taken by anything else on the machine, or in TIME_WAIT
+            _next_port = port + 1
+            return port
+    raise RuntimeError(f"no free port on {host} in {ports.start}-{ports.stop - 1}: stop what holds them")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

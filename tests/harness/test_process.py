@@ -12,6 +12,7 @@ from harness.process import (
     find_binary,
     free_port,
     port_open,
+    port_slice,
     process_state,
     signal_tree,
     stop_process,
@@ -87,9 +88,41 @@ def test_free_port_is_closed_until_something_listens():
 
 
 def test_free_port_never_hands_out_a_port_twice():
-    # bind(0) offers about 14,000 ports here, at random: 1000 draws would repeat some 35 times
+    # bind(0), used before, offered about 14,000 ports at random: 1000 draws repeated some 35 times
     ports = [free_port() for _ in range(1000)]
     assert len(set(ports)) == len(ports)
+
+
+def test_each_process_draws_from_a_slice_of_its_own_below_the_ephemeral_ports():
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    slices = [port_slice(f"gw{number}", pid=1) for number in range(4)]
+    slices += [port_slice(None, pid) for pid in range(100, 104)]
+    for index, ports in enumerate(slices):
+        assert 10000 <= ports.start and ports.stop <= ephemeral and len(ports) > 2000
+        assert all(set(ports).isdisjoint(other) for other in slices[index + 1:])
+    assert port_slice("gw1", pid=7) == port_slice("gw1", pid=8)  # a worker's slice is its number's
+
+
+DRAW = "from harness.process import free_port; print(*[free_port() for _ in range(300)])"
+
+
+def test_two_workers_of_one_run_never_hand_out_the_same_port():
+    drawn = []
+    for worker in ("gw0", "gw1"):
+        result = subprocess.run([sys.executable, "-c", DRAW], env={**os.environ, "PYTEST_XDIST_WORKER": worker},
+                                cwd=Path(__file__).parents[2], capture_output=True, text=True, check=True, timeout=60)
+        drawn.append({int(port) for port in result.stdout.split()})
+    assert len(drawn[0]) == len(drawn[1]) == 300
+    assert drawn[0].isdisjoint(drawn[1])
+    assert drawn[0] <= set(port_slice("gw0", 0)) and drawn[1] <= set(port_slice("gw1", 0))
+
+
+def test_free_port_passes_over_a_port_something_else_holds():
+    ours = port_slice(os.environ.get("PYTEST_XDIST_WORKER"), os.getpid())
+    port = free_port()
+    following = ours.start + (port + 1 - ours.start) % len(ours)
+    with socket.create_server(("127.0.0.1", following)):  # taken by another program, say
+        assert free_port() != following
 
 
 def test_find_binary_names_what_is_missing():
