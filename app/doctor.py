@@ -2,9 +2,10 @@
 
 Each check is a function from a `Target` to one `Row` (check, status, detail), so a test can
 run one alone. Status is pass, warn, fail or skip (a check that needs something not given,
-such as the URL). A warn or fail detail names the fix. `flask --app wsgi doctor` (app/cli.py)
-prints the rows; `python -m app.doctor` runs the same command without loading the app, for
-when the app's own configuration is what stops it from loading.
+such as the URL). A warn or fail detail names the fix. `command`, at the end, prints the rows:
+as `flask --app wsgi doctor` (app/cli.py hands its arguments on), and as `python -m app.doctor`,
+which runs it without loading the app, for when the app's own configuration is what stops it
+from loading.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import http.client
 import io
 import ipaddress
 import json
+import os
 import re
 import shutil
 import socket
@@ -26,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import click
 from dotenv import dotenv_values
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
@@ -621,7 +624,55 @@ def _reason(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-if __name__ == "__main__":
-    from .cli import doctor_command
+# --- the command: `flask --app wsgi doctor` (app/cli.py) and `python -m app.doctor` ----------
 
-    doctor_command()
+def _https_url(ctx, param, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise click.BadParameter("must be https://host[:port]")
+    return f"https://{parts.netloc}"
+
+
+@click.command("doctor")
+@click.option("--env-file", type=click.File("r"),
+              help="The deploy's Compose .env (REGISTRY, TAG, DOMAIN, WEB_REPLICAS, secrets); - reads stdin. "
+                   "The environment wins where both set a variable.")
+@click.option("--url", callback=_https_url, help="The live site, https://host[:port]; without it the "
+                                                 "live-site rows are skipped.")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False),
+              help="Trust only this CA bundle for --url (a test or private CA).")
+@click.option("--allow-localhost", is_flag=True, help="Accept DOMAIN=localhost (a loopback test deploy).")
+@click.option("--db-port", type=int, default=5432, show_default=True,
+              help="Postgres's port, which must be closed on --url's host.")
+@click.option("--redis-port", type=int, default=6379, show_default=True,
+              help="Redis's port, which must be closed on --url's host.")
+@click.option("--backup-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the backups are. Default: BACKUP_DIR.")
+@click.option("--disk-path", "disk_paths", multiple=True, type=click.Path(path_type=Path),
+              help="A filesystem to check for free space (repeatable). Default: the backup dir and /.")
+@click.option("--disk-warn-gib", type=float, default=2.0, show_default=True,
+              help="Warn under this much free space (or under 10%).")
+@click.option("--disk-fail-gib", type=float, default=1.0, show_default=True,
+              help="Fail under this much free space (or under 5%).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list (for CI).")
+def command(env_file, url, cafile, allow_localhost, db_port, redis_port, backup_dir, disk_paths,
+            disk_warn_gib, disk_fail_gib, as_json):
+    """Check a production deploy: print pass, warn, fail and skip rows; exit 1 on any fail."""
+    settings = settings_from(os.environ, env_file.read() if env_file else None)
+    if backup_dir is None and settings.get("BACKUP_DIR"):
+        backup_dir = Path(settings["BACKUP_DIR"])
+    target = Target(
+        settings=settings, deploy_env=env_file is not None, url=url, cafile=cafile,
+        allow_localhost=allow_localhost, db_port=db_port, redis_port=redis_port, backup_dir=backup_dir,
+        disk_paths=tuple(disk_paths), disk_warn_gib=disk_warn_gib, disk_fail_gib=disk_fail_gib,
+    )
+    rows = run_checks(target)
+    click.echo(render_json(rows) if as_json else render_table(rows))
+    if any(row.status == "fail" for row in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    command()

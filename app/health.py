@@ -54,6 +54,7 @@ class LivenessAnswer:
         method = environ.get("REQUEST_METHOD")
         if environ.get("PATH_INFO") != LIVENESS_PATH or method not in ("GET", "HEAD"):
             return self.wsgi_app(environ, start_response)
+        environ[metrics.ROUTE_KEY] = LIVENESS_PATH
         start_response(self.status, list(self.headers))
         return [b""] if method == "HEAD" else [self.body]
 

@@ -40,6 +40,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 # The route label of a request no route took (404, and 405 for a method the route does not take):
 # never the raw path, which a client chooses.
 UNMATCHED = "unmatched"
+# Where a WSGI layer that answers before Flask names the route it answered (environ, a template):
+# LivenessAnswer (app/health.py) sets it for /health.
+ROUTE_KEY = "flask_kit.route"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # --- requests ---------------------------------------------------------------------------------
@@ -91,12 +94,9 @@ class RequestMetrics:
     the Host header instead."""
 
     def __init__(self, app: Flask):
-        from .health import LIVENESS_PATH  # here: the master imports this module without the app
-
         self.app = app
         self.wsgi_app = app.wsgi_app
         self.port = str(app.config["METRICS_PORT"])
-        self.liveness_path = LIVENESS_PATH
         self.registry = scrape_registry()
         self._series: dict[tuple[str, str, str], tuple] = {}
 
@@ -110,12 +110,9 @@ class RequestMetrics:
             nonlocal code, route
             code = status[:3]
             # Flask's request, while its context is still pushed (it is cleared before the
-            # answer is returned); LivenessAnswer (app/health.py) answers /health with none
+            # answer is returned); a layer that answered before Flask named its route instead
             rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
-            if rule is not None:
-                route = rule.rule
-            elif environ.get("PATH_INFO") == self.liveness_path:
-                route = self.liveness_path
+            route = rule.rule if rule is not None else environ.get(ROUTE_KEY, UNMATCHED)
             return start_response(status, headers, exc_info)
 
         IN_FLIGHT.inc()

@@ -24,7 +24,6 @@ from click.testing import CliRunner
 from flask_migrate import upgrade
 
 from app import create_app, doctor
-from app.cli import doctor_command
 from app.datastores import MIGRATIONS_DIR
 from app.extensions import db
 from harness import REPO, VENV_BIN
@@ -197,7 +196,7 @@ def run_doctor(deploy: Deploy, tmp_path: Path) -> tuple[int, list[dict]]:
     so that only the file sets them."""
     env_file = tmp_path / "deploy.env"
     env_file.write_text(deploy.env_text())
-    result = CliRunner().invoke(doctor_command, ["--env-file", str(env_file), "--json", *deploy.args()],
+    result = CliRunner().invoke(doctor.command, ["--env-file", str(env_file), "--json", *deploy.args()],
                                 env=dict.fromkeys(deploy.env))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     return result.exit_code, json.loads(result.output)

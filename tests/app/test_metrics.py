@@ -46,7 +46,8 @@ class Delta:
     ("GET", "/health", "/health", "200"),  # answered before Flask (app/health.py)
     ("HEAD", "/health", "/health", "200"),
     ("GET", "/health/ready", "/health/ready", "200"),
-    ("BREW", "/health", "/health", "405"),  # a made-up method makes no series of its own
+    ("BREW", "/health", "unmatched", "405"),  # a made-up method makes no series of its own
+    ("POST", "/health", "unmatched", "405"),  # past LivenessAnswer, to Flask: a 405 like any other
 ])
 def test_each_answer_counts_once_by_route_template_method_and_status(client, method, path, route, status):
     label_method = method if method != "BREW" else "other"
