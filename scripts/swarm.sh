@@ -17,6 +17,8 @@
 ###                  job with <sha>'s image to completion, then update the stack:
 ###                  web rolls one task at a time, start-first, each new task
 ###                  passing its readiness healthcheck before an old one drains.
+###                  A changed file in SECRETS_DIR rolls web the same way, on the
+###                  same <sha> too, and deploy waits for that update as well.
 ###                  nginx is replaced only if its files changed. If a new task
 ###                  fails, Swarm rolls web back by itself, and this exits 1.
 ###                  A release that went live is recorded in releases.log.
@@ -82,6 +84,7 @@ ensure_secrets() {
 
 service_exists() { docker service inspect "${STACK}_$1" >/dev/null 2>&1; }
 running_image() { docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_$1"; }
+web_tasks_spec() { docker service inspect --format '{{json .Spec.TaskTemplate}}' "${STACK}_web"; }
 update_state() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "${STACK}_web"; }
 
 # "running/desired" for a replicated service, as `docker service ls` counts them (a task with a
@@ -187,8 +190,8 @@ deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
     export MIGRATE_TAG="${MIGRATE_TAG##*:sha-}"
   fi
   step="update"
-  local same=""
-  [[ "$(running_image web)" == "$web@"* ]] && same=yes
+  local before
+  before="$(web_tasks_spec)"
   current_nginx="$(running_image nginx)"
   current_nginx="${current_nginx%@*}"
   next_nginx="$REGISTRY/flask-kit-nginx:sha-$sha"
@@ -199,12 +202,13 @@ deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
   else
     say "nginx's files changed: replacing nginx (stop-first: each edge node refuses connections meanwhile)"
   fi
-  if [[ -n $same ]]; then
-    say "web already runs $sha: updating the other services only"
-    stack_deploy
+  stack_deploy
+  # Another image or another secret (a rotated one) changes web's tasks, and Swarm rolls them;
+  # the same release with the same secrets changes nothing, and there is no update to wait for.
+  if [[ "$(web_tasks_spec)" == "$before" ]]; then
+    say "web already runs $sha with these secrets: only the other services were updated"
   else
     say "updating web to $sha, one task at a time"
-    stack_deploy
     wait_until "the update" update_settled
     state="$(update_state)"
     [[ $state == completed ]] ||

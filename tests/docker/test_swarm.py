@@ -3,13 +3,15 @@ of the private engine, while users read and write through nginx TLS at 100 reque
 every answer is counted by clients that never resend.
 
 The releases are harness/releases.py's, from the same loopback registry as the Compose tests:
-A, then B, then E (its readiness always fails, so Swarm must roll it back), then back to A.
+A, then B, then E (its readiness always fails, so Swarm must roll it back), then back to A, and
+A again with a rotated secret.
 The swarm is left and everything it ran is removed at the end. This kernel has no IPVS: nginx publishes in host
 mode and finds web by DNS round robin, as the stack file does everywhere.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -244,3 +246,32 @@ def test_secrets_appear_in_no_inspect_environment_or_log(site, users):
     # each secret is named after its content, never holding it
     names = site.docker("secret", "ls", "--format", "{{.Name}}").split()
     assert sorted(name.rsplit("_", 1)[0] for name in names) == sorted(f"{STACK}_{name}" for name in SECRET_NAMES)
+
+
+def test_a_rotated_secret_rolls_web_on_the_same_release_and_deploy_waits_for_it(site, users):
+    """docs/scaling.md: a new secret value is a new file in SECRETS_DIR, and the next deploy rolls
+    web onto it, on the same release too. Here DATABASE_URL names the database as before, with a
+    setting the app makes anyway, so nothing else changes: deploy A (which runs) must still roll
+    both tasks and return only once that update has completed."""
+    url_file = site.path / "secrets" / "database_url"
+    url_file.write_text(url_file.read_text().strip() + "?application_name=flask-kit\n")
+    rotated = f"{STACK}_database_url_{hashlib.sha256(url_file.read_bytes()).hexdigest()[:12]}"
+
+    def deploy_and_look():
+        result = site.swarm("deploy", A)
+        # what Swarm says the moment deploy returns, not after the load's tail
+        return result, site.docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", f"{STACK}_web").strip()
+
+    ((result, state),), recorder = switches_under_load(users, [deploy_and_look], rate=RATE)
+    print(f"load: {recorder.summary()}")
+
+    assert result.returncode == 0, result.stderr
+    assert f"created secret {rotated}" in result.stdout and "updating web to" in result.stdout
+    assert state == "completed"
+    assert not failures(recorder), (recorder.summary(), users.refusals)
+    assert users.verify_writes() == []
+    assert site.settled_releases(2) == [A, A]
+    tasks = site.docker("service", "ps", "--quiet", "--filter", "desired-state=running", f"{STACK}_web").split()
+    mounted = [site.docker("inspect", "--format", "{{range .Spec.ContainerSpec.Secrets}}{{.SecretName}} {{end}}",
+                           task).split() for task in tasks]
+    assert len(mounted) == 2 and all(rotated in names for names in mounted), mounted
