@@ -19,6 +19,8 @@
 ###                  passing its readiness healthcheck before an old one drains.
 ###                  A changed file in SECRETS_DIR rolls web the same way, on the
 ###                  same <sha> too, and deploy waits for that update as well.
+###                  Then the stack's secrets that no service names, now or in
+###                  its previous spec, are removed.
 ###                  nginx is replaced only if its files changed. If a new task
 ###                  fails, Swarm rolls web back by itself, and this exits 1.
 ###                  A release that went live is recorded in releases.log.
@@ -80,6 +82,21 @@ ensure_secrets() {
     fi
     export "${name^^}_SECRET=$secret"
   done
+}
+
+# The secrets this stack made that no service names, in its spec or in the one before it (what
+# Swarm's own rollback returns to): each rotation leaves one behind. A secret is removed only
+# when unused (the engine refuses otherwise), and scripts/make-secrets.sh's file makes it again.
+prune_secrets() {
+  local services=() kept secret
+  mapfile -t services < <(docker service ls --quiet)
+  ((${#services[@]})) || return 0
+  kept=" $(docker service inspect --format '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}{{with .PreviousSpec}}{{range .TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}{{end}}' \
+    "${services[@]}" | tr '\n' ' ') "
+  while read -r secret; do
+    [[ $secret == "${STACK}_"* && $kept != *" $secret "* ]] || continue
+    if docker secret rm "$secret" >/dev/null; then say "removed secret $secret, which no service names"; fi
+  done < <(docker secret ls --filter label=flask-kit.secret --format '{{.Name}}')
 }
 
 service_exists() { docker service inspect "${STACK}_$1" >/dev/null 2>&1; }
@@ -179,6 +196,7 @@ deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
     wait_until "the first deploy" all_running
     echo "$(date -u +%FT%TZ) $sha $action" >>"$HISTORY"
     say "$sha is live"
+    prune_secrets
     return
   fi
 
@@ -217,6 +235,7 @@ deploy() { # deploy <sha> <migrate: yes|no> <action for the history>
   fi
   echo "$(date -u +%FT%TZ) $sha $action" >>"$HISTORY"
   say "$sha is live"
+  prune_secrets
 }
 
 # The migration job, run to completion with the release's image before web moves to it.

@@ -92,6 +92,11 @@ class SwarmSite:
         return self.replica_releases()
 
 
+def content_secret(name: str, file: Path) -> str:
+    """The Swarm secret swarm.sh makes of a file: named after its content."""
+    return f"{STACK}_{name}_{hashlib.sha256(file.read_bytes()).hexdigest()[:12]}"
+
+
 @pytest.fixture(scope="module")
 def site(docker_engine, base_images, release_registry, tmp_path_factory) -> Iterator[SwarmSite]:
     """A single-node swarm (labelled for data and edge) and a deploy directory as docs/scaling.md
@@ -252,10 +257,16 @@ def test_a_rotated_secret_rolls_web_on_the_same_release_and_deploy_waits_for_it(
     """docs/scaling.md: a new secret value is a new file in SECRETS_DIR, and the next deploy rolls
     web onto it, on the same release too. Here DATABASE_URL names the database as before, with a
     setting the app makes anyway, so nothing else changes: deploy A (which runs) must still roll
-    both tasks and return only once that update has completed."""
+    both tasks and return only once that update has completed. Then it removes the stack's
+    secrets that no service names (one left from a rotation long ago), and no other one."""
     url_file = site.path / "secrets" / "database_url"
+    replaced = content_secret("database_url", url_file)
     url_file.write_text(url_file.read_text().strip() + "?application_name=flask-kit\n")
-    rotated = f"{STACK}_database_url_{hashlib.sha256(url_file.read_bytes()).hexdigest()[:12]}"
+    rotated = content_secret("database_url", url_file)
+    # an older value's secret, which no service names any more, and another stack's
+    for stale in (f"{STACK}_database_url_000000000000", "other_database_url_000000000000"):
+        site.engine.docker("secret", "create", "--label", "flask-kit.secret=database_url", stale, str(url_file),
+                           capture=True)
 
     def deploy_and_look():
         result = site.swarm("deploy", A)
@@ -275,3 +286,7 @@ def test_a_rotated_secret_rolls_web_on_the_same_release_and_deploy_waits_for_it(
     mounted = [site.docker("inspect", "--format", "{{range .Spec.ContainerSpec.Secrets}}{{.SecretName}} {{end}}",
                            task).split() for task in tasks]
     assert len(mounted) == 2 and all(rotated in names for names in mounted), mounted
+    assert f"removed secret {STACK}_database_url_000000000000" in result.stdout
+    secrets = site.docker("secret", "ls", "--format", "{{.Name}}").split()
+    assert sorted(name for name in secrets if "database_url" in name) == sorted(
+        [replaced, rotated, "other_database_url_000000000000"])  # the replaced one, for Swarm's rollback
