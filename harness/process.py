@@ -15,10 +15,10 @@ from .wait import wait_for
 
 # Ports for test servers lie below the kernel's ephemeral range, so no outgoing connection ever
 # holds one. The range is cut into slices, and each process draws from its own: a pytest-xdist
-# worker from the slice of its number, any other process (the bench, a lone pytest) from one of
-# the rest by its PID. Two processes of one run then never hand out the same port. (A program a
-# worker runs, such as the bench's end-to-end test, inherits its slice and walks it from another
-# place, while the worker waits on it.)
+# worker (gw0 to gw3) from the slice of its number, any other process (the bench, a lone pytest)
+# from one of the rest by its PID. Two processes of one run then never hand out the same port. (A
+# program a worker runs, such as the bench's end-to-end test, inherits its slice and walks it
+# from another place, while the worker waits on it.)
 _LOWEST_PORT = 10000
 _SLICES = 8
 _XDIST_SLICES = 4

@@ -19,11 +19,11 @@
 ###                  passing its readiness healthcheck before an old one drains.
 ###                  A changed file in SECRETS_DIR rolls web the same way, on the
 ###                  same <sha> too, and deploy waits for that update as well.
-###                  Then the stack's secrets that no service names, now or in
-###                  its previous spec, are removed.
 ###                  nginx is replaced only if its files changed. If a new task
 ###                  fails, Swarm rolls web back by itself, and this exits 1.
-###                  A release that went live is recorded in releases.log.
+###                  A release that went live is recorded in releases.log, and
+###                  the stack's secrets that no service names, now or in its
+###                  previous spec, are removed.
 ###   rollback       the same update, to the release before the current one in
 ###                  releases.log, without migrating.
 ###   scale <n>      n web tasks (also written to .env's WEB_REPLICAS, which the
@@ -85,8 +85,8 @@ ensure_secrets() {
 }
 
 # The secrets this stack made that no service names, in its spec or in the one before it (what
-# Swarm's own rollback returns to): each rotation leaves one behind. A secret is removed only
-# when unused (the engine refuses otherwise), and scripts/make-secrets.sh's file makes it again.
+# Swarm's own rollback returns to): each rotation leaves one behind. The engine refuses to remove
+# a secret in use, and a deploy makes a removed one again if its file in SECRETS_DIR comes back.
 prune_secrets() {
   local services=() kept secret
   mapfile -t services < <(docker service ls --quiet)
