@@ -1,3 +1,6 @@
+"""The harness's processes and ports (harness/process.py): stopping by PID, freezing a tree,
+finding binaries, and free ports that no two servers of a run share."""
+
 import os
 import signal
 import socket

@@ -1,3 +1,6 @@
+"""The harness's waits (harness/wait.py): on a value, a log line, a server that must become
+ready while its process runs; each fails naming what it waited for, never silently."""
+
 import subprocess
 import threading
 import time
