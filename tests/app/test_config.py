@@ -1,3 +1,6 @@
+"""The one config module (app/config.py): what production refuses, secrets from files, and
+development's embedded run with no servers."""
+
 import pytest
 
 from app.config import DEVELOPMENT_SECRET_KEY, ConfigError, load_config

@@ -1,3 +1,6 @@
+"""Liveness and readiness (app/health.py): /health does no I/O, /health/ready names what fails
+without secrets, and polls within the TTL share one probe."""
+
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest

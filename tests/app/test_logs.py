@@ -1,3 +1,6 @@
+"""JSON logs (app/logs.py): request ids kept or replaced, one line per record that a client
+cannot forge, and the request's context on the app's lines."""
+
 import io
 import json
 import logging

@@ -1,3 +1,6 @@
+"""The WSGI middleware: the request id on every answer, forwarded headers trusted per proxy
+hop, and the cork that holds a sized response until its last chunk."""
+
 import socket
 
 import pytest

@@ -1,3 +1,5 @@
+"""bench/readiness.py runs, and a readiness round costs one statement per worker per TTL."""
+
 import re
 import subprocess
 import sys

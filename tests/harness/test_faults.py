@@ -1,3 +1,6 @@
+"""The fault proxy (harness/faults.py): pass through, delay, stall, cut and refuse, as the
+drills use them."""
+
 import select
 import socket
 import socketserver

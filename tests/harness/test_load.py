@@ -1,3 +1,6 @@
+"""The counted load (harness/load.py): its bounds in rate, count and time, and a summary
+that counts every outcome, failures included."""
+
 import http.client
 import threading
 import time

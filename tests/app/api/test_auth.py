@@ -1,3 +1,6 @@
+"""The auth API (app/api/auth.py): registration, login and logout, one 401 for every wrong
+credential, session ids renewed at login and kept in Redis, and the cookie's flags."""
+
 import pytest
 
 from app.extensions import db

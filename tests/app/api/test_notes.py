@@ -1,3 +1,6 @@
+"""The notes API (app/api/notes.py): create, read, update and delete; pagination; another
+user's note as not found; rejected writes that leave no row; the per-user note limit."""
+
 import time
 
 import marshmallow

@@ -1,3 +1,6 @@
+"""The OpenAPI document the API serves describes its routes."""
+
+
 def test_openapi_document_describes_the_api(client):
     response = client.get("/api/openapi.json")
 

@@ -1,3 +1,6 @@
+"""The request schemas (app/api/schemas.py): the e-mail addresses registration takes, and the
+documented pattern that refuses NUL characters."""
+
 import re
 
 import pytest
